@@ -1,0 +1,1 @@
+"""The export stage (`python -m export`, `skinserve export`): a thin layer over the skinserve library."""

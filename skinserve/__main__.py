@@ -1,0 +1,3 @@
+from skinserve.cli import main
+
+main()

@@ -1,0 +1,198 @@
+"""The `skinserve` command line: one entry point whose sub-commands run each stage."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from skinserve.config import Settings, redacted_url
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Skin-condition analysis: data, training, serving.")
+data_app = typer.Typer(no_args_is_help=True, help="Synthesise, read, split, download and ingest datasets.")
+db_app = typer.Typer(no_args_is_help=True, help="Manage the registry schema (Alembic).")
+app.add_typer(data_app, name="data")
+app.add_typer(db_app, name="db")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the Shine layout into.")],
+    per_class: Annotated[int, typer.Option(help="Images per condition x severity cell (and per healthy word).")] = 5,
+    size: Annotated[int, typer.Option(help="Image side in pixels.")] = 128,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed writes the same bytes.")] = 0,
+    flip_fraction: Annotated[float, typer.Option(help="Share of images that get a mirrored twin.")] = 0.25,
+    multi_label_fraction: Annotated[float, typer.Option(help="Share of images with a second condition.")] = 0.2,
+) -> None:
+    """Write a procedurally drawn face set in the Shine layout, with sidecars."""
+    from skinserve.data.synth import SynthConfig, write_synthetic_set
+
+    try:
+        config = SynthConfig(per_class, size, seed, flip_fraction, multi_label_fraction)
+        summary = write_synthetic_set(out, config)
+    except ValueError as err:
+        raise fail(str(err)) from err
+    typer.echo(
+        f"wrote {summary.images} images ({summary.originals} originals, {summary.flipped} flipped, "
+        f"{summary.multi_label} multi-label) in {len(summary.per_folder)} folders under {summary.root}"
+    )
+
+
+@data_app.command("ingest")
+def data_ingest(
+    src: Annotated[Path, typer.Argument(help="Dataset folder, CSV manifest, or a zip/tar archive of either.")],
+    source: Annotated[str, typer.Option(help="Name recorded as dataset_source.")],
+    format: Annotated[str, typer.Option("--format", help="auto, shine, folder or csv.")] = "auto",
+    storage: Annotated[str | None, typer.Option(help="Where files go: a folder or gs://bucket/prefix.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per database transaction.")] = 64,
+    workers: Annotated[int, typer.Option(help="Decode threads.")] = 2,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on the last line.")] = False,
+) -> None:
+    """Validate, hash, dedupe, store and register a dataset; a second run adds nothing."""
+    from skinserve.data.ingest import IngestOptions, ingest_dataset
+    from skinserve.data.sources import SourceError, is_archive, read_dataset, unpack_archive
+    from skinserve.db.engine import create_registry_engine
+    from skinserve.storage import StorageError, open_storage
+
+    settings = Settings.from_env()
+    engine = create_registry_engine(settings.database_url)
+    _require_current_schema(settings.database_url)
+    try:
+        with tempfile.TemporaryDirectory(prefix="skinserve-unpack-") as scratch:
+            root = unpack_archive(src, Path(scratch)) if is_archive(src) else src
+            read = read_dataset(root, format)  # type: ignore[arg-type]
+            options = IngestOptions(source=source, batch_size=batch_size, workers=workers, progress=progress)
+            summary = ingest_dataset(read, engine, open_storage(storage or settings.storage_url), options)
+    except (SourceError, StorageError, ValueError) as err:
+        raise fail(str(err)) from err
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"source {summary.source}: scanned {summary.scanned}, added {summary.added}, "
+        f"duplicates {summary.duplicates}, rejected {len(summary.rejected)}"
+    )
+    for problem in summary.rejected:
+        typer.echo(f"  rejected {problem.path}: {problem.reason}")
+    typer.echo(f"registry: {redacted_url(settings.database_url)}")
+    if as_json:
+        typer.echo(summary.as_json())
+
+
+@data_app.command("split")
+def data_split(
+    src: Annotated[Path, typer.Argument(help="Dataset folder or CSV manifest.")],
+    out: Annotated[Path | None, typer.Option(help="Where to save the split JSON.")] = None,
+    format: Annotated[str, typer.Option("--format", help="auto, shine, folder or csv.")] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Make the seeded, stratified, grouped 70/15/15 split and save it with the dataset fingerprint."""
+    from skinserve.data.sources import SourceError, read_dataset
+    from skinserve.data.split import split_dataset
+
+    try:
+        read = read_dataset(src, format)  # type: ignore[arg-type]
+    except (SourceError, ValueError) as err:
+        raise fail(str(err)) from err
+    split = split_dataset(read.records, seed=seed)
+    target = out or Settings.from_env().data_dir / "splits" / f"{split.fingerprint[:12]}-seed{seed}.json"
+    split.save(target)
+    typer.echo(f"split {split.counts()} of {len(read.records)} images ({len(read.problems)} reported) -> {target}")
+
+
+@data_app.command("summary")
+def data_summary(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """What the registry holds: images per source, labels per condition and severity."""
+    from skinserve.db.engine import create_registry_engine
+    from skinserve.db.registry import registry_summary
+
+    settings = Settings.from_env()
+    _require_current_schema(settings.database_url)
+    engine = create_registry_engine(settings.database_url)
+    try:
+        summary = registry_summary(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(summary, sort_keys=True))
+        return
+    typer.echo(f"registry {redacted_url(settings.database_url)}: {summary['images']} images")
+    for source, count in sorted(summary["per_source"].items()):
+        typer.echo(f"  source {source}: {count}")
+    for condition, levels in sorted(summary["labels"].items()):
+        typer.echo(f"  {condition:20s} " + "  ".join(f"{k}={v}" for k, v in sorted(levels.items())))
+
+
+@data_app.command("download")
+def data_download(
+    slug: Annotated[str, typer.Argument(help="Kaggle dataset, owner/name.")],
+    out: Annotated[Path, typer.Option(help="Folder to download and unpack into.")],
+) -> None:
+    """Fetch a Kaggle dataset (needs the kaggle package, credentials and network), then unpack it."""
+    from skinserve.data.download import DownloadError, download_kaggle_dataset
+
+    try:
+        root = download_kaggle_dataset(slug, out)
+    except DownloadError as err:
+        raise fail(str(err)) from err
+    name = slug.split("/")[-1]
+    typer.echo(f"downloaded {slug} to {root}; ingest it with: skinserve data ingest {root} --source {name}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations to SKINSERVE_DATABASE_URL (default: SQLite in the data folder)."""
+    from skinserve.db import migrate
+
+    url = Settings.from_env().database_url
+    migrate.upgrade(url, revision)
+    typer.echo(f"{redacted_url(url)} at revision {migrate.current_revision(url)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: Annotated[str, typer.Argument()] = "base") -> None:
+    """Revert migrations down to REVISION (default: drop everything)."""
+    from skinserve.db import migrate
+
+    url = Settings.from_env().database_url
+    migrate.downgrade(url, revision)
+    typer.echo(f"{redacted_url(url)} at revision {migrate.current_revision(url)}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the schema revision of the registry."""
+    from skinserve.db import migrate
+
+    url = Settings.from_env().database_url
+    typer.echo(f"{redacted_url(url)}: {migrate.current_revision(url)} (head {migrate.head_revision()})")
+
+
+def _require_current_schema(url: str) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from skinserve.db import migrate
+
+    try:
+        current = migrate.current_revision(url)
+    except OperationalError as err:
+        raise fail(f"cannot reach the registry at {redacted_url(url)}: {err.orig}") from err
+    if current != migrate.head_revision():
+        raise fail(f"registry {redacted_url(url)} is at revision {current}; run `skinserve db upgrade` first")
+
+
+def main() -> None:
+    app(prog_name="skinserve")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

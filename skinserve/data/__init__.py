@@ -1,0 +1,1 @@
+"""Datasets: readers for the Shine layout, image folders and CSV manifests; synthesis, splits and ingest."""

@@ -1,0 +1,109 @@
+"""A seeded, stratified, grouped train/val/test split, saved with the dataset's fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from skinserve.data.records import ImageRecord
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+DEFAULT_RATIOS: tuple[float, float, float] = (0.70, 0.15, 0.15)
+
+
+class SplitMismatch(ValueError):
+    """A saved split that belongs to another version of the dataset."""
+
+
+@dataclass(frozen=True)
+class DatasetSplit:
+    fingerprint: str
+    seed: int
+    ratios: tuple[float, float, float]
+    assignments: dict[str, str]  # relpath -> train | val | test
+
+    def counts(self) -> dict[str, int]:
+        counts = Counter(self.assignments.values())
+        return {name: counts.get(name, 0) for name in SPLITS}
+
+    def records(self, records: list[ImageRecord], split: str) -> list[ImageRecord]:
+        return [r for r in records if self.assignments.get(r.relpath) == split]
+
+    def save(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = asdict(self) | {"counts": self.counts()}
+        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path, records: list[ImageRecord] | None = None) -> DatasetSplit:
+        """Read a saved split; given the records, refuse it if the dataset has changed since it was made."""
+        data = json.loads(Path(path).read_text())
+        split = cls(data["fingerprint"], data["seed"], tuple(data["ratios"]), data["assignments"])
+        if records is not None and (now := dataset_fingerprint(records)) != split.fingerprint:
+            raise SplitMismatch(f"{path} was made for dataset {split.fingerprint[:12]}, this one is {now[:12]}")
+        return split
+
+
+def dataset_fingerprint(records: list[ImageRecord]) -> str:
+    """SHA-256 over every image's bytes, name and stratum: any change to files or labels changes it."""
+    digest = hashlib.sha256()
+    for record in sorted(records, key=lambda r: r.relpath):
+        content = hashlib.sha256(record.path.read_bytes()).hexdigest()
+        digest.update(f"{record.relpath}\t{content}\t{record.targets.stratum()}\n".encode())
+    return digest.hexdigest()
+
+
+def split_dataset(
+    records: list[ImageRecord], seed: int = 0, ratios: tuple[float, float, float] = DEFAULT_RATIOS
+) -> DatasetSplit:
+    """Assign whole groups to splits, stratum by stratum, so each condition x severity cell is spread 70/15/15.
+
+    Written by hand: scikit-learn's StratifiedGroupKFold makes k equal folds, which cannot express 70/15/15
+    on cells of five groups; this allocates each cell by largest remainder and keeps a group on one side.
+    """
+    if abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) < 0:
+        raise ValueError(f"split ratios must be non-negative and sum to 1, got {ratios}")
+    groups: dict[str, list[ImageRecord]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.relpath):
+        groups[record.group_id].append(record)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for group_id, members in sorted(groups.items()):
+        strata[_group_stratum(members)].append(group_id)
+    rng = np.random.default_rng(seed)
+    assignments: dict[str, str] = {}
+    for stratum in sorted(strata):
+        group_ids = strata[stratum]
+        order = rng.permutation(len(group_ids))
+        sizes = _allocation(len(group_ids), ratios)
+        bounds = np.cumsum(sizes)
+        for rank, index in enumerate(order):
+            split = SPLITS[int(np.searchsorted(bounds, rank, side="right"))]
+            for record in groups[group_ids[index]]:
+                assignments[record.relpath] = split
+    return DatasetSplit(dataset_fingerprint(records), seed, tuple(ratios), assignments)
+
+
+def _group_stratum(members: list[ImageRecord]) -> str:
+    return Counter(m.targets.stratum() for m in members).most_common(1)[0][0]
+
+
+def _allocation(n: int, ratios: tuple[float, float, float]) -> list[int]:
+    """Group counts per split: every split with a share gets one group when there are enough to go round."""
+    wanted = [n * r for r in ratios]
+    sizes = [int(w) for w in wanted]
+    floor = 1 if n >= sum(1 for r in ratios if r > 0) else 0
+    sizes = [max(s, floor) if r > 0 else 0 for s, r in zip(sizes, ratios, strict=True)]
+    while sum(sizes) > n:
+        reducible = [i for i in range(len(sizes)) if sizes[i] > floor]
+        largest = max(reducible, key=lambda i: sizes[i] - wanted[i])
+        sizes[largest] -= 1
+    while sum(sizes) < n:
+        neediest = max(range(len(sizes)), key=lambda i: wanted[i] - sizes[i])
+        sizes[neediest] += 1
+    return sizes

@@ -1,0 +1,34 @@
+"""Engines for the registry: Postgres through psycopg 3, or the embedded SQLite default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+
+def create_registry_engine(url: str) -> Engine:
+    """An engine for `url`; SQLite gets its folder created and foreign keys enforced, as Postgres does."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+        event.listen(engine, "connect", _enable_sqlite_foreign_keys)
+        return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", "default", None):
+        # psycopg 3 is the driver we ship; a bare postgresql:// URL would ask for psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True)
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def _enable_sqlite_foreign_keys(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,29 @@
+"""Read-side queries over the registry: what has been ingested, per source and per condition x severity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from skinserve.db.models import ConditionLabelRow, TrainingImage
+
+
+def registry_summary(engine: Engine) -> dict[str, Any]:
+    """Image counts per source and label counts per condition and severity level."""
+    with Session(engine) as session:
+        per_source = dict(
+            session.execute(
+                select(TrainingImage.dataset_source, func.count()).group_by(TrainingImage.dataset_source)
+            ).all()
+        )
+        per_label = session.execute(
+            select(ConditionLabelRow.condition_type, ConditionLabelRow.severity_level, func.count()).group_by(
+                ConditionLabelRow.condition_type, ConditionLabelRow.severity_level
+            )
+        ).all()
+    conditions: dict[str, dict[str, int]] = {}
+    for condition, severity, count in per_label:
+        conditions.setdefault(condition, {})[severity or "unknown"] = count
+    return {"images": sum(per_source.values()), "per_source": per_source, "labels": conditions}

@@ -1,0 +1,1 @@
+"""The train stage (`python -m train`, `skinserve train`): a thin layer over the skinserve library."""

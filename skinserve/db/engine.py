@@ -21,7 +21,8 @@ def create_registry_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", "default", None):
         # psycopg 3 is the driver we ship; a bare postgresql:// URL would ask for psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    return create_engine(parsed, pool_pre_ping=True)
+    # Fail in seconds, not minutes, when the server is down or a firewall drops the packets.
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

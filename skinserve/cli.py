@@ -177,6 +177,75 @@ def db_current() -> None:
     typer.echo(f"{redacted_url(url)}: {migrate.current_revision(url)} (head {migrate.head_revision()})")
 
 
+@app.command("evaluate")
+def evaluate(
+    model_path: Annotated[Path, typer.Argument(help="A checkpoint (.pt).")],
+    data: Annotated[Path, typer.Option(help="Dataset folder or CSV manifest.")],
+    split: Annotated[str, typer.Option(help="test (the checkpoint's own split), val, train or all.")] = "test",
+    format: Annotated[str, typer.Option("--format", help="auto, shine, folder or csv.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
+) -> None:
+    """Per-condition precision/recall/F1/AUC, macro/micro F1, severity accuracy/F1/MAE, fairness slices."""
+    from skinserve.checkpoint import CheckpointError
+    from skinserve.evaluation import evaluate_checkpoint
+
+    if split not in ("train", "val", "test", "all"):
+        raise fail(f"--split must be train, val, test or all, not {split!r}")
+    try:
+        metrics = evaluate_checkpoint(model_path, data, split, format)
+    except (CheckpointError, ValueError) as err:
+        raise fail(str(err)) from err
+    if as_json:
+        typer.echo(json.dumps(metrics, sort_keys=True))
+        return
+    typer.echo(
+        f"{metrics['n_images']} images ({split}): macro-F1 {metrics['macro_f1']:.4f}, micro-F1 "
+        f"{metrics['micro_f1']:.4f}, exact match {metrics['exact_match']:.4f}, severity accuracy "
+        f"{metrics['severity_accuracy']:.4f}, MAE {metrics['severity_mae']:.4f}"
+    )
+    for name, row in metrics["per_condition"].items():
+        auc = f"{row['auc']:.3f}" if row["auc"] is not None else "n/a"
+        typer.echo(
+            f"  {name:20s} P {row['precision']:.3f}  R {row['recall']:.3f}  F1 {row['f1']:.3f}  AUC {auc}"
+            f"  (n={row['support']})"
+        )
+    for field, groups in metrics["slices"].items():
+        for value, row in groups.items():
+            typer.echo(
+                f"  {field}={value}: n={row['n_images']} macro-F1 {row['macro_f1']:.3f} "
+                f"severity accuracy {row['severity_accuracy']:.3f}"
+            )
+
+
+@app.command("explain")
+def explain(
+    model_path: Annotated[Path, typer.Argument(help="A checkpoint (.pt).")],
+    image: Annotated[Path, typer.Argument(help="An image file.")],
+    out: Annotated[Path, typer.Option(help="PNG to write.")],
+) -> None:
+    """Grad-CAM heatmaps, one per predicted condition, beside the input image."""
+    from skinserve.explain import explain_image
+
+    try:
+        conditions = explain_image(model_path, image, out)
+    except (OSError, ValueError) as err:
+        raise fail(str(err)) from err
+    typer.echo(f"wrote {out}: {', '.join(conditions) if conditions else 'no condition present (healthy)'}")
+
+
+def _register_stage_commands() -> None:
+    """The training stage's commands, when it is installed beside the library (it is, in this repo)."""
+    try:
+        from train.cli import train_command, tune_command
+    except ImportError:
+        return
+    app.command("train")(train_command)
+    app.command("tune")(tune_command)
+
+
+_register_stage_commands()
+
+
 def _require_current_schema(url: str) -> None:
     from sqlalchemy.exc import OperationalError
 

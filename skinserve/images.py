@@ -63,3 +63,11 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
     if min(width, height) < MIN_SIDE:
         raise InvalidImage(f"{width}x{height} is too small (each side must be at least {MIN_SIDE} px)")
     return info
+
+
+def open_rgb(path) -> Image.Image:
+    """An image file as RGB with its EXIF orientation applied (a phone's portrait photo stays upright)."""
+    from PIL import ImageOps
+
+    with Image.open(path) as image:
+        return ImageOps.exif_transpose(image).convert("RGB")

@@ -1,8 +1,5 @@
-"""`python -m train`: the training stage lands with the train issue; until then it says so and exits non-zero."""
+"""`python -m train`: the same command as `skinserve train`."""
 
-import sys
+from train.cli import main
 
-sys.exit(
-    "skinserve: the training stage is not in this release yet (see the train issue); "
-    "`skinserve data` prepares the datasets it will read."
-)
+main()

@@ -27,3 +27,14 @@ def registry_summary(engine: Engine) -> dict[str, Any]:
     for condition, severity, count in per_label:
         conditions.setdefault(condition, {})[severity or "unknown"] = count
     return {"images": sum(per_source.values()), "per_source": per_source, "labels": conditions}
+
+
+def add_training_metrics(engine: Engine, **columns: Any) -> int:
+    """Insert one model_training_metrics row and return its id."""
+    from skinserve.db.models import TrainingMetrics
+
+    with Session(engine) as session, session.begin():
+        row = TrainingMetrics(**columns)
+        session.add(row)
+        session.flush()
+        return row.id

@@ -1,0 +1,47 @@
+"""The run's PNG report: loss and metric curves, per-condition precision/recall, the severity confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: training boxes have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from skinserve.labels import CONDITIONS, SEVERITY_LABELS  # noqa: E402
+
+
+def write_report(path: Path, history: list[dict[str, Any]], metrics: dict[str, Any]) -> Path:
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9))
+    epochs = [h["epoch"] for h in history]
+    axes[0, 0].plot(epochs, [h["train_loss"] for h in history], label="train loss")
+    axes[0, 0].plot(epochs, [h["val_loss"] for h in history], label="val loss")
+    axes[0, 0].set(title="loss", xlabel="epoch")
+    axes[0, 0].legend()
+    axes[0, 1].plot(epochs, [h["val_macro_f1"] for h in history], label="val macro-F1")
+    axes[0, 1].plot(epochs, [h["val_severity_accuracy"] for h in history], label="val severity accuracy")
+    axes[0, 1].set(title="validation metrics", xlabel="epoch", ylim=(0, 1.02))
+    axes[0, 1].legend()
+    per = metrics["per_condition"]
+    x = np.arange(len(CONDITIONS))
+    axes[1, 0].bar(x - 0.2, [per[c]["precision"] for c in CONDITIONS], 0.4, label="precision")
+    axes[1, 0].bar(x + 0.2, [per[c]["recall"] for c in CONDITIONS], 0.4, label="recall")
+    axes[1, 0].set_xticks(x, CONDITIONS, rotation=30, ha="right")
+    axes[1, 0].set(title=f"test per condition (macro-F1 {metrics['macro_f1']:.3f})", ylim=(0, 1.05))
+    axes[1, 0].legend()
+    confusion = np.asarray(metrics["severity_confusion"] or np.zeros((4, 4)))
+    axes[1, 1].imshow(confusion, cmap="Blues")
+    for (i, j), value in np.ndenumerate(confusion):
+        axes[1, 1].text(j, i, str(int(value)), ha="center", va="center")
+    axes[1, 1].set_xticks(range(4), SEVERITY_LABELS)
+    axes[1, 1].set_yticks(range(4), SEVERITY_LABELS)
+    axes[1, 1].set(
+        title=f"test severity (accuracy {metrics['severity_accuracy']:.3f})", xlabel="predicted", ylabel="true"
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

@@ -42,10 +42,23 @@ _SHIRTS = ((64, 88, 128), (120, 40, 50), (50, 100, 80), (90, 90, 96), (200, 190,
 
 # Where cues land, in face units (u: -1 left edge .. 1 right edge, v: -1 crown .. 1 chin).
 _CHEEKS: tuple[Region, ...] = ((-0.5, 0.22, 0.2, 0.16), (0.5, 0.22, 0.2, 0.16))
-_FOREHEAD: tuple[Region, ...] = ((0.0, -0.45, 0.4, 0.08),)
+_FOREHEAD: tuple[Region, ...] = ((0.0, -0.42, 0.4, 0.1),)
 _CHIN: tuple[Region, ...] = ((0.0, 0.8, 0.17, 0.07),)
-_NOSE: tuple[Region, ...] = ((0.0, 0.1, 0.07, 0.16),)
-_INNER_CHEEKS: tuple[Region, ...] = ((-0.38, 0.16, 0.16, 0.13), (0.38, 0.16, 0.16, 0.13))
+_NOSE: tuple[Region, ...] = ((0.0, 0.12, 0.09, 0.2),)
+_INNER_CHEEKS: tuple[Region, ...] = ((-0.37, 0.2, 0.21, 0.16), (0.37, 0.2, 0.21, 0.16))
+_WIDE_CHEEKS: tuple[Region, ...] = ((-0.5, 0.26, 0.3, 0.25), (0.5, 0.26, 0.3, 0.25))
+
+# Cue contrast is a share of the skin's own luma, but never of less than a medium tone's (Fitzpatrick III-IV):
+# a fixed share of Fitzpatrick VI's luma (~65) is too few levels to survive the 2x downsample, and a mild cue
+# a viewer cannot see is label noise. Darker tones therefore get a larger share of their luma.
+_CONTRAST_FLOOR = 160.0
+_LUMA = np.asarray((0.299, 0.587, 0.114), np.float32)
+# Per-channel weights of a cue's contrast: brown darkens blue most, red lifts red and drops green and blue.
+_GREY = (1.0, 1.0, 1.0)
+_BROWN = (0.8, 1.0, 1.25)
+_RED = (0.3, -0.3, -0.25)
+_FLUSH = (0.16, -0.26, -0.2)
+_PUS = (250, 242, 218)
 
 
 @dataclass(frozen=True)
@@ -143,19 +156,32 @@ class CueStats:
 @dataclass(frozen=True)
 class _Canvas:
     geo: FaceGeometry
-    skin: np.ndarray  # float32 RGB
+    tone: np.ndarray  # float32 RGB of the bare skin
     head: np.ndarray  # bool mask of the head ellipse
+    skin: np.ndarray  # bool mask of the head's bare skin: the ellipse less the hair over the crown
     side: int
+
+    @property
+    def levels(self) -> float:
+        """Levels one unit of cue contrast moves on this skin (see _CONTRAST_FLOOR)."""
+        return max(float(self.tone @ _LUMA), _CONTRAST_FLOOR)
+
+    @property
+    def gain(self) -> float:
+        """How much more than its own luma a cue darkens this skin: 1 from a medium tone up."""
+        return self.levels / max(float(self.tone @ _LUMA), 1.0)
 
 
 def face_geometry(spec: FaceSpec, side: int) -> FaceGeometry:
     """Where the head ellipse of `spec` sits on a square canvas of `side` px."""
-    half_width = 0.205 if spec.gender == "male" else 0.195
+    # The head spans ~56-59 % of the width, as in the Shine prompt's head-and-shoulders framing; at 128 px that
+    # leaves ~70 px of face, so pores and fine lines are a few pixels wide rather than one.
+    half_width = 0.295 if spec.gender == "male" else 0.28
     return FaceGeometry(
         cx=side * (0.5 + spec.offset[0]),
-        cy=side * (0.44 + spec.offset[1]),
+        cy=side * (0.45 + spec.offset[1]),
         rx=side * half_width * spec.scale,
-        ry=side * 0.265 * spec.scale,
+        ry=side * 0.36 * spec.scale,
     )
 
 
@@ -181,8 +207,9 @@ def _render(spec: FaceSpec, size: int) -> tuple[Image.Image, dict[str, CueStats]
         raise ValueError(f"image size must be at least 32 px, got {size}")
     side = 2 * size  # ImageDraw has no anti-aliasing: draw at 2x and let LANCZOS smooth the edges
     geo = face_geometry(spec, side)
-    skin = np.asarray(SKIN_TONES[spec.fitzpatrick - 1][1], np.float32) * (1.0 + spec.tone_shift)
-    canvas = _Canvas(geo, np.clip(skin, 0, 255), _head_mask(geo, side), side)
+    tone = np.clip(np.asarray(SKIN_TONES[spec.fitzpatrick - 1][1], np.float32) * (1.0 + spec.tone_shift), 0, 255)
+    head = _ellipse_r2(geo, side) <= 1.0
+    canvas = _Canvas(geo, tone, head, head & ~_hair_cap_mask(geo, side, _hairline(spec)), side)
     img = _draw_base(spec, canvas)
     stats: dict[str, CueStats] = {}
     for index, condition in enumerate(CONDITIONS):
@@ -194,10 +221,6 @@ def _render(spec: FaceSpec, size: int) -> tuple[Image.Image, dict[str, CueStats]
         changed = np.abs(np.asarray(img, np.int16) - before).sum(axis=2) > 12
         stats[condition] = CueStats(count, round(float(changed[canvas.head].mean()), 3))
     return img.resize((size, size), Image.Resampling.LANCZOS), stats
-
-
-def _head_mask(geo: FaceGeometry, side: int) -> np.ndarray:
-    return _ellipse_r2(geo, side) <= 1.0
 
 
 def _ellipse_r2(geo: FaceGeometry, side: int) -> np.ndarray:
@@ -216,7 +239,7 @@ def _mix(a: Any, b: Any, t: float) -> RGB:
 
 def _draw_base(spec: FaceSpec, canvas: _Canvas) -> Image.Image:
     """Background, shoulders, neck, hair, head and features: the face with no condition."""
-    geo, skin, side = canvas.geo, canvas.skin, canvas.side
+    geo, tone, side = canvas.geo, canvas.tone, canvas.side
     top = np.asarray(spec.background, np.float32)
     ramp = np.linspace(1.0, 0.9, side, dtype=np.float32)[:, None, None]
     img = Image.fromarray(np.broadcast_to(top * ramp, (side, side, 3)).astype(np.uint8))
@@ -225,19 +248,26 @@ def _draw_base(spec: FaceSpec, canvas: _Canvas) -> Image.Image:
     if spec.long_hair:
         draw.ellipse(geo.box(0, 0.05, 1.3, 1.2), fill=hair)
         draw.rectangle(geo.box(0, 0.8, 1.22, 0.6), fill=hair)
-    draw.ellipse(geo.box(0, 2.45, 2.3, 1.1), fill=spec.shirt)
-    draw.rectangle(geo.box(0, 1.05, 0.42, 0.55), fill=_rgb(skin * 0.88))
-    draw.ellipse(geo.box(0, 1.38, 0.5, 0.22), fill=_rgb(skin * 0.88))
+    # Shoulders high and flat: the larger head leaves only the bottom ~10 % of the frame for them.
+    draw.ellipse(geo.box(0, 2.05, 2.6, 0.8), fill=spec.shirt)
+    draw.rectangle(geo.box(0, 1.05, 0.42, 0.55), fill=_rgb(tone * 0.88))
+    draw.ellipse(geo.box(0, 1.3, 0.5, 0.2), fill=_rgb(tone * 0.88))
     for s in (-1, 1):
-        draw.ellipse(geo.box(s * 0.98, 0.02, 0.12, 0.17), fill=_rgb(skin * 0.93))
-    draw.ellipse(geo.box(0, 0, 1, 1), fill=_rgb(skin))
-    _draw_hair_cap(draw, geo, -0.74 if spec.gender == "male" and spec.age >= 50 else -0.6, hair, skin)
+        draw.ellipse(geo.box(s * 0.98, 0.02, 0.12, 0.17), fill=_rgb(tone * 0.93))
+    draw.ellipse(geo.box(0, 0, 1, 1), fill=_rgb(tone))
+    _draw_hair_cap(draw, geo, _hairline(spec), hair, _rgb(tone))
     img = _shade_head(img, canvas)
-    _draw_features(ImageDraw.Draw(img), spec, geo, skin, hair)
+    _draw_features(ImageDraw.Draw(img), spec, geo, tone, hair)
     return img
 
 
-def _draw_hair_cap(draw: ImageDraw.ImageDraw, geo: FaceGeometry, hairline: float, hair: RGB, skin: np.ndarray) -> None:
+def _hairline(spec: FaceSpec) -> float:
+    return -0.74 if spec.gender == "male" and spec.age >= 50 else -0.6
+
+
+def _draw_hair_cap(
+    draw: ImageDraw.ImageDraw, geo: FaceGeometry, hairline: float, hair: RGB | int, skin: RGB | int
+) -> None:
     """Hair over the crown: a band of a slightly larger head ellipse, cut by a rounded forehead."""
     centre, half_height = -0.03, 1.08
     # The band reaches a little below the hairline at the temples, as real hair does.
@@ -245,11 +275,17 @@ def _draw_hair_cap(draw: ImageDraw.ImageDraw, geo: FaceGeometry, hairline: float
     # A polygon, not ImageDraw.chord: Pillow 13's chord fills stray rows below the chord for some float angles.
     thetas = np.linspace(math.pi - angle, 2 * math.pi + angle, 48)
     draw.polygon([geo.at(1.06 * math.cos(t), centre + half_height * math.sin(t)) for t in thetas], fill=hair)
-    draw.ellipse(geo.box(0, hairline + 0.3, 0.72, 0.3), fill=_rgb(skin))
+    draw.ellipse(geo.box(0, hairline + 0.3, 0.72, 0.3), fill=skin)
+
+
+def _hair_cap_mask(geo: FaceGeometry, side: int, hairline: float) -> np.ndarray:
+    mask = Image.new("L", (side, side), 0)
+    _draw_hair_cap(ImageDraw.Draw(mask), geo, hairline, 255, 0)
+    return np.asarray(mask) > 0
 
 
 def _hair_colour(spec: FaceSpec) -> RGB:
-    """The spec's hair, greyed by the aging cue (greying is one of its visible signs)."""
+    """The spec's hair, greyed by the aging cue (greying is one of its visible signs, never the only one)."""
     level = int(spec.conditions.get("aging", Severity.none))
     if level == 0:
         return spec.hair
@@ -263,7 +299,7 @@ def _shade_head(img: Image.Image, canvas: _Canvas) -> Image.Image:
     return Image.fromarray((np.asarray(img, np.float32) * factor[..., None]).astype(np.uint8))
 
 
-def _draw_features(draw: ImageDraw.ImageDraw, spec: FaceSpec, geo: FaceGeometry, skin: np.ndarray, hair: RGB) -> None:
+def _draw_features(draw: ImageDraw.ImageDraw, spec: FaceSpec, geo: FaceGeometry, tone: np.ndarray, hair: RGB) -> None:
     line = geo.width(0.03)
     iris = (70, 100, 140) if spec.fitzpatrick <= 2 and spec.seed % 3 == 0 else (58, 38, 28)
     brow = _rgb(np.asarray(hair, np.float32) * 0.75)
@@ -275,12 +311,12 @@ def _draw_features(draw: ImageDraw.ImageDraw, spec: FaceSpec, geo: FaceGeometry,
             draw.ellipse((ex - radius, ey - radius, ex + radius, ey + radius), fill=colour)
         brow_points = [geo.at(s * u, v) for u, v in ((0.16, -0.29), (0.36, -0.34), (0.56, -0.3))]
         draw.line(brow_points, fill=brow, width=geo.width(0.08 if spec.gender == "male" else 0.06), joint="curve")
-        draw.ellipse(geo.box(s * 0.09, 0.3, 0.045, 0.025), fill=_rgb(skin * 0.55))
-    draw.line([geo.at(-0.07, -0.05), geo.at(-0.1, 0.22)], fill=_rgb(skin * 0.86), width=line)
-    draw.arc(geo.box(0, 0.26, 0.14, 0.07), 20, 160, fill=_rgb(skin * 0.75), width=line)
-    lips = _mix(skin, (176, 74, 80), 0.6 if spec.gender == "female" else 0.4)
+        draw.ellipse(geo.box(s * 0.09, 0.3, 0.045, 0.025), fill=_rgb(tone * 0.55))
+    draw.line([geo.at(-0.07, -0.05), geo.at(-0.1, 0.22)], fill=_rgb(tone * 0.86), width=line)
+    draw.arc(geo.box(0, 0.26, 0.14, 0.07), 20, 160, fill=_rgb(tone * 0.75), width=line)
+    lips = _mix(tone, (176, 74, 80), 0.6 if spec.gender == "female" else 0.4)
     draw.ellipse(geo.box(0, 0.54, 0.25, 0.06), fill=lips)
-    draw.line([geo.at(-0.25, 0.54), geo.at(0.25, 0.54)], fill=_rgb(skin * 0.45), width=line)
+    draw.line([geo.at(-0.25, 0.54), geo.at(0.25, 0.54)], fill=_rgb(tone * 0.45), width=line)
 
 
 def _points_in(rng: np.random.Generator, regions: tuple[Region, ...], n: int) -> np.ndarray:
@@ -294,27 +330,57 @@ def _points_in(rng: np.random.Generator, regions: tuple[Region, ...], n: int) ->
     return np.stack([us, vs], 1)
 
 
-def _dot(draw: ImageDraw.ImageDraw, x: float, y: float, radius: float, fill: RGB) -> None:
+def _dot(draw: ImageDraw.ImageDraw, x: float, y: float, radius: float, fill: RGB | int = 255) -> None:
     draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=fill)
 
 
-def _region_mask(canvas: _Canvas, regions: tuple[Region, ...], blur: float) -> np.ndarray:
-    """A soft 0-1 weight over the regions, cut to the head so no cue spills onto hair or background."""
+def _stencil(canvas: _Canvas) -> tuple[Image.Image, ImageDraw.ImageDraw]:
+    """A blank mask to draw a cue's shapes into, in white, before `_weights` turns it into blend weights."""
     mask = Image.new("L", (canvas.side, canvas.side), 0)
-    draw = ImageDraw.Draw(mask)
+    return mask, ImageDraw.Draw(mask)
+
+
+def _weights(mask: Image.Image, canvas: _Canvas, blur: float = 0.0) -> np.ndarray:
+    """A 0-1 weight from a stencil, cut to bare skin so no cue spills onto hair or background."""
+    if blur > 0:
+        mask = mask.filter(ImageFilter.GaussianBlur(blur))
+    return np.asarray(mask, np.float32) / 255.0 * canvas.skin
+
+
+def _region_weights(canvas: _Canvas, regions: tuple[Region, ...], blur: float) -> np.ndarray:
+    mask, draw = _stencil(canvas)
     for region in regions:
         draw.ellipse(canvas.geo.box(*region), fill=255)
-    mask = mask.filter(ImageFilter.GaussianBlur(blur))
-    return np.asarray(mask, np.float32) / 255.0 * canvas.head
+    return _weights(mask, canvas, blur)
+
+
+def _to_image(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.clip(values + 0.5, 0, 255).astype(np.uint8))
+
+
+def _darken(
+    img: Image.Image, weight: np.ndarray, depth: float, canvas: _Canvas, tint: tuple[float, ...] = _GREY
+) -> Image.Image:
+    """Scale the pixels under `weight` by exp(-depth x gain): a share of the local luma, deeper on dark skin."""
+    # exp, not 1 - depth: dark skin's gain pushes depth past 1, and exp keeps severe darker than moderate there.
+    factor = np.exp(-depth * canvas.gain * weight[..., None] * np.asarray(tint, np.float32))
+    return _to_image(np.asarray(img, np.float32) * factor)
+
+
+def _shift(img: Image.Image, weight: np.ndarray, direction: tuple[float, ...], canvas: _Canvas) -> Image.Image:
+    """Move the pixels under `weight` along `direction` by the skin's contrast levels: redder or lighter cues."""
+    step = weight[..., None] * (np.asarray(direction, np.float32) * canvas.levels)
+    return _to_image(np.asarray(img, np.float32) + step)
 
 
 def _blend(img: Image.Image, weight: np.ndarray, colour: Any) -> Image.Image:
     base = np.asarray(img, np.float32)
-    out = base + (np.asarray(colour, np.float32) - base) * weight[..., None]
-    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
+    return _to_image(base + (np.asarray(colour, np.float32) - base) * weight[..., None])
 
 
-def _curve(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], bow: float, fill: RGB, width: int) -> None:
+def _curve(
+    draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], bow: float, width: int, fill: RGB | int = 255
+) -> None:
     """A quadratic curve from the first to the last point, its middle pushed `bow` px sideways (down for +)."""
     (x0, y0), (x1, y1) = points[0], points[-1]
     length = math.hypot(x1 - x0, y1 - y0) or 1.0
@@ -325,111 +391,124 @@ def _curve(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]], bow: fl
     draw.line(list(zip(xs.tolist(), ys.tolist(), strict=True)), fill=fill, width=width, joint="curve")
 
 
+# Every painter grows count (or area), size and contrast together, roughly x1 / x2 / x3.5 in their product, so the
+# level shows in any crop of the face, not only in how many marks the whole face carries.
+
+
 def _paint_acne(img: Image.Image, canvas: _Canvas, level: int, rng: np.random.Generator) -> tuple[Image.Image, int]:
-    count = (6, 14, 28)[level - 1]
-    geo, draw = canvas.geo, ImageDraw.Draw(img)
-    halo, core = _mix(canvas.skin, (200, 50, 55), 0.3), _mix(canvas.skin, (200, 50, 55), 0.55 + 0.1 * level)
+    i, geo = level - 1, canvas.geo
+    count, grow = (8, 15, 24)[i], (1.0, 1.12, 1.25)[i]
+    (halo, halo_draw), (core, core_draw), (heads, heads_draw) = _stencil(canvas), _stencil(canvas), _stencil(canvas)
     for u, v in _points_in(rng, _CHEEKS + _FOREHEAD + _CHIN, count):
         x, y = geo.at(u, v)
-        radius = geo.rx * rng.uniform(0.04, 0.065)
-        _dot(draw, x, y, radius * 1.6, halo)
-        _dot(draw, x, y, radius, core)
-        if rng.random() < 0.45:  # a whitehead on some spots: raised pustules, not flat marks
-            _dot(draw, x - radius * 0.2, y - radius * 0.2, radius * 0.45, (246, 238, 212))
-    return img, count
+        radius = geo.rx * rng.uniform(0.045, 0.065) * grow
+        _dot(halo_draw, x, y, radius * 1.7)
+        _dot(core_draw, x, y, radius)
+        if rng.random() < 0.5:  # a whitehead on some spots: raised pustules, not flat marks
+            _dot(heads_draw, x - radius * 0.2, y - radius * 0.2, radius * 0.45)
+    inflamed = 0.4 * _weights(halo, canvas, geo.rx * 0.03) + 0.6 * _weights(core, canvas)
+    img = _shift(img, inflamed * (0.9, 1.1, 1.3)[i], _RED, canvas)
+    return _blend(img, _weights(heads, canvas) * (0.6, 0.72, 0.85)[i], _PUS), count
 
 
 def _paint_wrinkles(img: Image.Image, canvas: _Canvas, level: int, rng: np.random.Generator) -> tuple[Image.Image, int]:
-    i, geo, draw = level - 1, canvas.geo, ImageDraw.Draw(img)
-    colour, width = _rgb(canvas.skin * (0.72, 0.6, 0.48)[i]), geo.width((0.03, 0.04, 0.055)[i])
-    lines = (2, 3, 4)[i]
-    for k in range(lines):
-        v, half = -0.4 - 0.045 * k + rng.uniform(-0.01, 0.01), (0.26, 0.36, 0.46)[i] * rng.uniform(0.85, 1.1)
-        _curve(draw, [geo.at(-half, v), geo.at(half, v)], -0.03 * geo.rx, colour, width)
-    feet = (2, 3, 4)[i]
-    for s in (-1, 1):
+    i, geo = level - 1, canvas.geo
+    mask, draw = _stencil(canvas)
+    width, lines, feet = geo.width((0.04, 0.05, 0.06)[i]), (2, 3, 4)[i], (2, 3, 4)[i]
+    for k in range(lines):  # spaced wider than the widest stroke, so severe lines stay lines, not a band
+        v, half = -0.41 - 0.065 * k + rng.uniform(-0.01, 0.01), (0.3, 0.38, 0.46)[i] * rng.uniform(0.85, 1.1)
+        _curve(draw, [geo.at(-half, v), geo.at(half, v)], -0.03 * geo.rx, width)
+    for s in (-1, 1):  # crow's feet fanning out from the outer eye corners
         x0, y0 = geo.at(0.55 * s, -0.1)
-        for angle in np.linspace(-0.45, 0.45, feet) + rng.uniform(-0.08, 0.08, feet):
-            length = geo.rx * (0.12, 0.17, 0.22)[i] * rng.uniform(0.85, 1.15)
-            end = (x0 + s * length * math.cos(angle), y0 + length * math.sin(angle))
-            draw.line([(x0, y0), end], fill=colour, width=width)
-    return img, lines + 2 * feet
+        spread = (0.35, 0.45, 0.55)[i]
+        for angle in np.linspace(-spread, spread, feet) + rng.uniform(-0.06, 0.06, feet):
+            # Each line starts a little off the corner: a shared start point fills in as a dark wedge.
+            start, end = geo.rx * 0.04, geo.rx * (0.15, 0.19, 0.24)[i] * rng.uniform(0.85, 1.15)
+            ends = [(x0 + s * r * math.cos(angle), y0 + r * math.sin(angle)) for r in (start, end)]
+            draw.line(ends, 255, width)
+    return _darken(img, _weights(mask, canvas), (0.45, 0.62, 0.82)[i], canvas), lines + 2 * feet
 
 
 def _paint_aging(img: Image.Image, canvas: _Canvas, level: int, rng: np.random.Generator) -> tuple[Image.Image, int]:
+    # Sagging and folds carry the cue; greyer hair only adds to it, since healthy seniors are often grey.
     i, geo = level - 1, canvas.geo
-    jowls = tuple((s * 0.6, 0.76, (0.22, 0.27, 0.32)[i], 0.16) for s in (-1, 1))
-    img = _blend(img, _region_mask(canvas, jowls, geo.rx * 0.08) * (0.3, 0.45, 0.6)[i], canvas.skin * 0.6)
-    draw = ImageDraw.Draw(img)
-    fold, width = _rgb(canvas.skin * (0.8, 0.68, 0.56)[i]), geo.width((0.025, 0.035, 0.05)[i])
+    jowls = tuple((s * 0.6, 0.78, (0.22, 0.27, 0.32)[i], 0.16) for s in (-1, 1))
+    img = _darken(img, _region_weights(canvas, jowls, geo.rx * 0.08), (0.25, 0.38, 0.52)[i], canvas)
+    bags = tuple((s * 0.36, 0.01, 0.15, (0.04, 0.05, 0.06)[i]) for s in (-1, 1))
+    img = _darken(img, _region_weights(canvas, bags, geo.rx * 0.03), (0.1, 0.16, 0.24)[i], canvas)
+    mask, draw = _stencil(canvas)
+    width = geo.width((0.03, 0.04, 0.05)[i])
     for s in (-1, 1):
-        _curve(draw, [geo.at(s * 0.15, 0.3), geo.at(s * 0.33, 0.64)], -s * 0.05 * geo.rx, fold, width)
-        _curve(draw, [geo.at(s * 0.22, 0.01), geo.at(s * 0.5, 0.0)], 0.05 * geo.ry, fold, width)
+        # The nasolabial fold ends beside the mouth corner, not on it: ending on it reads as a moustache.
+        _curve(draw, [geo.at(s * 0.18, 0.27), geo.at(s * 0.37, 0.6)], -s * 0.04 * geo.rx, width)
+        _curve(draw, [geo.at(s * 0.22, 0.06), geo.at(s * 0.5, 0.05)], 0.04 * geo.ry, width)  # the eye bag's rim
+        if level >= 2:  # marionette lines down from the mouth corners
+            _curve(draw, [geo.at(s * 0.3, 0.62), geo.at(s * 0.34, 0.82)], s * 0.02 * geo.rx, width)
     if level >= 2:  # a sagging line under the chin
-        draw.arc(geo.box(0, 0.9, 0.38, 0.14), 30, 150, fill=fold, width=width)
-    spots = (2, 5, 9)[i]
+        draw.arc(geo.box(0, 0.9, 0.38, 0.14), 30, 150, fill=255, width=width)
+    img = _darken(img, _weights(mask, canvas, geo.rx * 0.02), (0.35, 0.5, 0.68)[i], canvas)
+    spots, (stain, stain_draw) = (2, 4, 7)[i], _stencil(canvas)
     for u, v in _points_in(rng, _CHEEKS + _FOREHEAD, spots):
-        _dot(draw, *geo.at(u, v), geo.rx * rng.uniform(0.03, 0.05), _rgb(canvas.skin * (0.78, 0.64, 0.5)))
-    return img, 6 + spots + (level >= 2)
+        _dot(stain_draw, *geo.at(u, v), geo.rx * rng.uniform(0.035, 0.055))
+    img = _darken(img, _weights(stain, canvas), 0.45, canvas, _BROWN)
+    return img, 4 + spots + 3 * (level >= 2)
 
 
 def _paint_hyperpigmentation(
     img: Image.Image, canvas: _Canvas, level: int, rng: np.random.Generator
 ) -> tuple[Image.Image, int]:
     i, geo = level - 1, canvas.geo
-    centres = _points_in(rng, _CHEEKS + _FOREHEAD, (2, 3, 4)[i])
-    grow = (0.85, 1.1, 1.35)[i]
+    centres = _points_in(rng, _CHEEKS + _FOREHEAD, (3, 4, 6)[i])
+    grow = (0.9, 1.1, 1.3)[i]
     patches = tuple((u, v, rng.uniform(0.1, 0.15) * grow, rng.uniform(0.07, 0.11) * grow) for u, v in centres)
-    weight = _region_mask(canvas, patches, geo.rx * 0.05) * (0.35, 0.5, 0.65)[i]
-    img = _blend(img, weight, canvas.skin * np.asarray((0.78, 0.62, 0.48), np.float32))
-    draw, freckles = ImageDraw.Draw(img), (8, 18, 34)[i]
-    colour = _rgb(canvas.skin * np.asarray((0.8, 0.66, 0.52), np.float32) * (1.0 - 0.06 * level))
+    weight = _region_weights(canvas, patches, geo.rx * 0.04)
+    img = _darken(img, weight, (0.35, 0.47, 0.62)[i], canvas, _BROWN)
+    (mask, draw), freckles = _stencil(canvas), (12, 21, 33)[i]
     for u, v in _points_in(rng, _CHEEKS + _NOSE + _FOREHEAD, freckles):
-        _dot(draw, *geo.at(u, v), geo.rx * rng.uniform(0.015, 0.03), colour)
-    return img, len(patches) + freckles
+        _dot(draw, *geo.at(u, v), geo.rx * rng.uniform(0.028, 0.042))
+    return _darken(img, _weights(mask, canvas), (0.4, 0.52, 0.66)[i], canvas, _BROWN), len(patches) + freckles
 
 
 def _paint_textured_skin(
     img: Image.Image, canvas: _Canvas, level: int, rng: np.random.Generator
 ) -> tuple[Image.Image, int]:
-    i, side = level - 1, canvas.side
-    regions = (_CHEEKS, _CHEEKS + _FOREHEAD, _CHEEKS + _FOREHEAD + _CHIN + _NOSE)[i]
-    grid = max(8, side // 3)  # bumps about 3 px across at 2x: fine grain that survives the downsample
-    coarse = Image.fromarray(rng.normal(size=(grid, grid)).astype(np.float32))
-    height = np.asarray(coarse.resize((side, side), Image.Resampling.BILINEAR), np.float32)
-    relief = height - np.roll(height, (1, 1), axis=(0, 1))  # emboss: each bump gets a lit and a shaded side
-    relief *= (9.0, 16.0, 26.0)[i] / (relief.std() + 1e-6)
-    weight = _region_mask(canvas, regions, canvas.geo.rx * 0.06)
-    out = np.asarray(img, np.float32) + (relief * weight)[..., None]
-    return Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8)), len(regions)
+    i, geo = level - 1, canvas.geo
+    regions = (_WIDE_CHEEKS + _FOREHEAD, _WIDE_CHEEKS + _FOREHEAD + _CHIN, _WIDE_CHEEKS + _FOREHEAD + _CHIN + _NOSE)[i]
+    (mask, draw), bumps = _stencil(canvas), (60, 120, 200)[i]
+    for u, v in _points_in(rng, regions, bumps):  # skin-coloured papules ~2-3 px across at 128 px
+        _dot(draw, *geo.at(u, v), geo.rx * rng.uniform(0.025, 0.045))
+    height = np.asarray(mask.filter(ImageFilter.GaussianBlur(geo.rx * 0.015)), np.float32) / 255.0
+    shift = max(1, round(geo.rx * 0.02))
+    relief = height - np.roll(height, (shift, shift), axis=(0, 1))  # emboss: each bump gets a lit and a shaded side
+    relief *= (0.4, 0.56, 0.78)[i] * canvas.levels * canvas.skin
+    return _to_image(np.asarray(img, np.float32) + relief[..., None]), bumps
 
 
 def _paint_redness(img: Image.Image, canvas: _Canvas, level: int, rng: np.random.Generator) -> tuple[Image.Image, int]:
-    i, grow = level - 1, (0.9, 1.0, 1.12)[level - 1]
+    i, grow = level - 1, (0.95, 1.05, 1.15)[level - 1]
     jitter = rng.uniform(-0.03, 0.03, 2)
     regions = tuple((s * 0.45 + jitter[0], 0.2 + jitter[1], 0.26 * grow, 0.2 * grow) for s in (-1, 1)) + (
         (0.0, 0.12, 0.1 * grow, 0.2),
     )
-    weight = _region_mask(canvas, regions, canvas.geo.rx * 0.12) * (0.2, 0.35, 0.55)[i]
-    flush = np.clip(canvas.skin * np.asarray((1.0, 0.62, 0.66), np.float32) + (45, 0, 0), 0, 255)
-    return _blend(img, weight, flush), len(regions)
+    weight = _region_weights(canvas, regions, canvas.geo.rx * 0.12) * (0.6, 0.85, 1.15)[i]
+    return _shift(img, weight, _FLUSH, canvas), len(regions)
 
 
 def _paint_pore_size(
     img: Image.Image, canvas: _Canvas, level: int, rng: np.random.Generator
 ) -> tuple[Image.Image, int]:
-    i, geo, draw = level - 1, canvas.geo, ImageDraw.Draw(img)
-    step, radius = geo.rx * (0.12, 0.095, 0.075)[i], max(0.8, geo.rx * (0.016, 0.022, 0.03)[i])
-    colour, count = _rgb(canvas.skin * (0.8, 0.66, 0.5)[i]), 0
+    i, geo = level - 1, canvas.geo
+    (mask, draw), count = _stencil(canvas), 0
+    step, radius = geo.rx * (0.125, 0.105, 0.092)[i], max(0.8, geo.rx * (0.025, 0.028, 0.032)[i])
     for u0, v0, ru, rv in _NOSE + _INNER_CHEEKS:
         x0, y0, x1, y1 = geo.box(u0, v0, ru, rv)
         xs, ys = np.meshgrid(np.arange(x0, x1, step), np.arange(y0, y1, step))
         cx, cy = geo.at(u0, v0)
         inside = ((xs - cx) / (ru * geo.rx)) ** 2 + ((ys - cy) / (rv * geo.ry)) ** 2 <= 1.0
         for x, y in zip(xs[inside], ys[inside], strict=True):  # a jittered grid: pores are regular but not a lattice
-            _dot(draw, x + rng.uniform(-0.2, 0.2) * step, y + rng.uniform(-0.2, 0.2) * step, radius, colour)
+            _dot(draw, x + rng.uniform(-0.2, 0.2) * step, y + rng.uniform(-0.2, 0.2) * step, radius)
             count += 1
-    return img, count
+    return _darken(img, _weights(mask, canvas), (0.45, 0.62, 0.9)[i], canvas), count
 
 
 _PAINTERS: dict[str, Callable[[Image.Image, _Canvas, int, np.random.Generator], tuple[Image.Image, int]]] = {
@@ -516,7 +595,8 @@ def _sample_face(rng: np.random.Generator, conditions: Mapping[str, Severity]) -
     hair = _rgb(np.full(3, rng.uniform(140, 215))) if rng.random() < _GREY_CHANCE[group] else natural
     long_hair = bool(rng.random() < (0.75 if gender == "female" else 0.1))
     background = _rgb(rng.uniform(222, 246) + rng.uniform(-6, 6, 3))
-    offset = (float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.04, 0.04)))
+    # Less vertical play than sideways: hair to chin fills ~75 % of the height, and more would crop the hair.
+    offset = (float(rng.uniform(-0.04, 0.04)), float(rng.uniform(-0.03, 0.03)))
     scale, tone_shift = float(rng.uniform(0.94, 1.06)), float(rng.uniform(-0.04, 0.04))
     shirt = _SHIRTS[int(rng.integers(len(_SHIRTS)))]
     return FaceSpec(

@@ -1,5 +1,247 @@
-"""The BentoML service (`bentoml serve service:SkinService`).
+"""skinserve's BentoML service: face photo in, condition and severity analysis out.
 
-It lands with the serve issue, on top of the exported model of the export issue; this release ships the
-data layer only, so there is no service class here yet and `bentoml serve` has nothing to start.
+Two services. `SkinModel` holds the exported model and one batchable `predict` API: BentoML's dispatcher merges
+concurrent calls into one model call, but only calls that reach it through its endpoint, so the HTTP-facing
+`SkinService` calls it as a dependency (`bentoml.depends`) rather than as a local method. `SkinService` parses
+uploads, decodes them off the event loop, asks `SkinModel` for logits, answers, and hands a log row to the
+background writer. Settings come from `SKINSERVE_*` variables (skinserve/service_config.py).
 """
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import bentoml
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from skinserve.labels import CONDITIONS, SEVERITY_LABELS
+from skinserve.manifest import load_manifest, preprocessing_of
+from skinserve.service_config import ServiceSettings
+from skinserve.serving import (
+    ServedModel,
+    UnauthorizedError,
+    authorized_client,
+    error_response,
+    load_served_model,
+    pack_logits,
+    prepare_upload,
+    responses_for,
+    unpack_logits,
+)
+from skinserve.uploads import uploaded_images
+
+SETTINGS = ServiceSettings.from_env()
+app = FastAPI(title="skinserve", description="Skin-condition analysis of face photos.", version="1")
+
+batch_size_histogram = bentoml.metrics.Histogram(
+    name="skinserve_model_batch_size",
+    documentation="Images per model call, as formed by the adaptive batching dispatcher",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+)
+predictions_counter = bentoml.metrics.Counter(
+    name="skinserve_predictions_total", documentation="Analysed images by route", labelnames=["route"]
+)
+rejections_counter = bentoml.metrics.Counter(
+    name="skinserve_rejected_requests_total",
+    documentation="Requests answered 4xx/503, by status",
+    labelnames=["status"],
+)
+
+
+@bentoml.service(
+    name="skin_model",
+    workers=SETTINGS.model_workers,
+    resources={"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"},
+    traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+)
+class SkinModel:
+    stored = bentoml.models.BentoModel(SETTINGS.model_tag)
+
+    def __init__(self) -> None:
+        self.served: ServedModel = load_served_model(self.stored.path, SETTINGS)  # checks hashes, warms up
+
+    @bentoml.api(
+        batchable=SETTINGS.batching,
+        max_batch_size=max(2, SETTINGS.max_batch_size),
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        """Normalised NCHW float32 in; [N, 7 + 28 + 1] out: condition logits, severity logits, batch size."""
+        batch_size_histogram.observe(len(images))
+        conditions, severity = self.served.model.predict(images)
+        return pack_logits(conditions, severity, len(images))
+
+    @bentoml.api
+    def describe(self) -> dict:
+        return {
+            "runtime": self.served.model.runtime,
+            "artifact": self.served.model.artifact,
+            "warmed_batch_sizes": list(self.served.warmed),
+        }
+
+
+@bentoml.service(
+    name="skinserve",
+    workers=SETTINGS.api_workers,
+    traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+)
+@bentoml.asgi_app(app, path="/")
+class SkinService:
+    model = bentoml.depends(SkinModel)
+    stored = bentoml.models.BentoModel(SETTINGS.model_tag)
+
+    def __init__(self) -> None:
+        from skinserve.predlog import PredictionLogWriter, WriterMetrics
+        from skinserve.storage import open_storage
+
+        self.manifest = load_manifest(self.stored.path)
+        self.preprocessing = preprocessing_of(self.manifest)
+        self.model_ref = {"name": self.manifest["model"]["name"], "version": self.manifest["model"]["version"]}
+        self.storage = open_storage(SETTINGS.storage_url) if SETTINGS.store_images else None
+        self.writer = PredictionLogWriter(
+            SETTINGS.database_url, SETTINGS.spool_dir, metrics=WriterMetrics.create(bentoml.metrics)
+        )
+        self.writer.start()
+        self.runtime: str | None = None
+
+    @bentoml.on_shutdown
+    def flush_log(self) -> None:
+        self.writer.stop(timeout_s=10)
+
+    @app.post("/analyze", responses=responses_for("Analysis"))
+    async def analyze(self, request: Request) -> JSONResponse:
+        """Analyse one image: a multipart file in the `image` field, or the raw image with an image/* type."""
+        return await self._single(request, "analyze")
+
+    @app.post("/api/v1/ml/analyze-condition", responses=responses_for("Analysis"))
+    async def analyze_condition(self, request: Request) -> JSONResponse:
+        """The same contract as /analyze, at the route the product's API names."""
+        return await self._single(request, "analyze-condition")
+
+    @app.post("/analyze_batch", responses=responses_for("BatchAnalysis"))
+    async def analyze_batch(self, request: Request) -> JSONResponse:
+        """Analyse up to SKINSERVE_MAX_BATCH_IMAGES images sent as multipart files in the `images` field."""
+        request_id = str(uuid.uuid4())
+        try:
+            client = authorized_client(request, SETTINGS.api_keys)
+            blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, SETTINGS.max_batch_images)
+            results = await self._analyse(blobs, request_id, client, "analyze_batch")
+        except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
+            return self._rejected(err, request_id)
+        return JSONResponse({"results": results})
+
+    @app.get("/model", responses=responses_for("ModelInfo"))
+    async def model_info(self) -> JSONResponse:
+        """The model in service: name, version, labels, thresholds, preprocessing, metrics, runtime in use."""
+        if self.runtime is None:
+            self.runtime = (await self.model.to_async.describe())["runtime"]
+        manifest = self.manifest
+        return JSONResponse(
+            {
+                "name": manifest["model"]["name"],
+                "version": manifest["model"]["version"],
+                "runtime": self.runtime,
+                "conditions": list(CONDITIONS),
+                "severities": list(SEVERITY_LABELS),
+                "thresholds": manifest["thresholds"],
+                "input_size": self.preprocessing.input_size,
+                "preprocessing": self.preprocessing.as_dict(),
+                "metrics": manifest.get("source", {}).get("metrics", {}),
+                "batching": {
+                    "enabled": SETTINGS.batching,
+                    "max_batch_size": SETTINGS.max_batch_size,
+                    "max_latency_ms": SETTINGS.max_latency_ms,
+                },
+            }
+        )
+
+    async def _single(self, request: Request, route: str) -> JSONResponse:
+        request_id = str(uuid.uuid4())
+        try:
+            client = authorized_client(request, SETTINGS.api_keys)
+            blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, 1)
+            (result,) = await self._analyse(blobs, request_id, client, route)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
+            return self._rejected(err, request_id)
+        return JSONResponse(result)
+
+    async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[dict]:
+        if self.runtime is None:
+            self.runtime = (await self.model.to_async.describe())["runtime"]
+        started = time.perf_counter()
+        uploads = [
+            await anyio.to_thread.run_sync(prepare_upload, b, self.preprocessing, SETTINGS.limits) for b in blobs
+        ]
+        decoded = time.perf_counter()
+        packed = await self.model.to_async.predict(np.stack([u.array for u in uploads]))
+        inferred = time.perf_counter()
+        conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
+        from skinserve.predictions import decode
+
+        results = []
+        scored = decode(conditions, severity, self.manifest["thresholds"])
+        for i, (upload, scores) in enumerate(zip(uploads, scored, strict=True)):
+            item_id = request_id if len(uploads) == 1 else str(uuid.uuid4())
+            result = {
+                "request_id": item_id,
+                "model": self.model_ref,
+                **scores,
+                "batch_size": int(batch_sizes[i]),
+                "image": {
+                    "sha256": upload.sha256,
+                    "width": upload.width,
+                    "height": upload.height,
+                    "bytes": upload.nbytes,
+                },
+                "timings": {
+                    "decode_ms": round((decoded - started) * 1e3, 3),
+                    "inference_ms": round((inferred - decoded) * 1e3, 3),
+                    "total_ms": round((time.perf_counter() - started) * 1e3, 3),
+                },
+            }
+            results.append(result)
+            self._log(result, upload, client, route)
+        predictions_counter.labels(route=route).inc(len(results))
+        return results
+
+    def _log(self, result: dict[str, Any], upload, client: str | None, route: str) -> None:
+        from skinserve.predlog import PredictionRow
+
+        if self.storage is not None:
+            self.storage.put(f"uploads/{upload.sha256[:2]}/{upload.sha256}{upload.suffix}", upload.data)
+        self.writer.submit(
+            PredictionRow(
+                request_id=result["request_id"],
+                created_at=datetime.now(UTC),
+                model_name=self.model_ref["name"],
+                model_version=self.model_ref["version"],
+                runtime=self.runtime or SETTINGS.runtime,
+                image_sha256=upload.sha256,
+                width=upload.width,
+                height=upload.height,
+                bytes=upload.nbytes,
+                outputs={
+                    "conditions": result["conditions"],
+                    "primary_concern": result["primary_concern"],
+                    "healthy": result["healthy"],
+                    "route": route,
+                },
+                latency_ms=result["timings"]["total_ms"],
+                batch_size=result["batch_size"],
+                client_id=client,
+            )
+        )
+
+    def _rejected(self, err: Exception, request_id: str) -> JSONResponse:
+        response = error_response(err, request_id)
+        rejections_counter.labels(status=str(response.status_code)).inc()
+        return response
+
+
+__all__ = ["SkinModel", "SkinService", "UnauthorizedError"]

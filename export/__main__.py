@@ -1,5 +1,5 @@
-"""`python -m export`: the export stage lands with the export issue; until then it says so and exits non-zero."""
+"""`python -m export`: the same command as `skinserve export`."""
 
-import sys
+from export.cli import main
 
-sys.exit("skinserve: the export stage is not in this release yet (see the export issue).")
+main()

@@ -179,21 +179,34 @@ def db_current() -> None:
 
 @app.command("evaluate")
 def evaluate(
-    model_path: Annotated[Path, typer.Argument(help="A checkpoint (.pt).")],
+    model_path: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or an export directory (manifest.json).")],
     data: Annotated[Path, typer.Option(help="Dataset folder or CSV manifest.")],
     split: Annotated[str, typer.Option(help="test (the checkpoint's own split), val, train or all.")] = "test",
     format: Annotated[str, typer.Option("--format", help="auto, shine, folder or csv.")] = "auto",
+    runtime: Annotated[
+        str,
+        typer.Option(
+            help="Export directories only: auto, tensorrt, aoti-cuda, onnxruntime-cuda, onnxruntime-cpu or aoti-cpu."
+        ),
+    ] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
 ) -> None:
     """Per-condition precision/recall/F1/AUC, macro/micro F1, severity accuracy/F1/MAE, fairness slices."""
     from skinserve.checkpoint import CheckpointError
-    from skinserve.evaluation import evaluate_checkpoint
+    from skinserve.manifest import ArtifactError
 
     if split not in ("train", "val", "test", "all"):
         raise fail(f"--split must be train, val, test or all, not {split!r}")
     try:
-        metrics = evaluate_checkpoint(model_path, data, split, format)
-    except (CheckpointError, ValueError) as err:
+        if model_path.is_dir():  # an export: its artifact through skinserve.runtime, its manifest's preprocessing
+            from skinserve.export_eval import evaluate_export
+
+            metrics = evaluate_export(model_path, data, split, runtime, format)
+        else:
+            from skinserve.evaluation import evaluate_checkpoint
+
+            metrics = evaluate_checkpoint(model_path, data, split, format)
+    except (CheckpointError, ArtifactError, ValueError) as err:  # ManifestError is a ValueError
         raise fail(str(err)) from err
     if as_json:
         typer.echo(json.dumps(metrics, sort_keys=True))
@@ -233,14 +246,43 @@ def explain(
     typer.echo(f"wrote {out}: {', '.join(conditions) if conditions else 'no condition present (healthy)'}")
 
 
+@app.command("serve")
+def serve(
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 3000,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    model: Annotated[str | None, typer.Option(help="Model tag in the BentoML store.")] = None,
+    runtime: Annotated[str | None, typer.Option(help="auto, onnxruntime-cpu, onnxruntime-cuda, ...")] = None,
+) -> None:
+    """Start the BentoML service (service.py) with the embedded defaults: `bentoml serve` underneath."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "service.py").is_file():
+        raise fail(f"service.py not found beside the skinserve package ({root}); run from a source checkout")
+    env = dict(os.environ)
+    if model:
+        env["SKINSERVE_MODEL_TAG"] = model
+    if runtime:
+        env["SKINSERVE_RUNTIME"] = runtime
+    command = [sys.executable, "-m", "bentoml", "serve", "service:SkinService", "--port", str(port), "--host", host]
+    raise typer.Exit(subprocess.call(command, cwd=root, env=env))
+
+
 def _register_stage_commands() -> None:
-    """The training stage's commands, when it is installed beside the library (it is, in this repo)."""
+    """The training and export stages' commands, when installed beside the library (they are, in this repo)."""
     try:
         from train.cli import train_command, tune_command
     except ImportError:
+        pass
+    else:
+        app.command("train")(train_command)
+        app.command("tune")(tune_command)
+    try:
+        from export.cli import export_command
+    except ImportError:
         return
-    app.command("train")(train_command)
-    app.command("tune")(tune_command)
+    app.command("export")(export_command)
 
 
 _register_stage_commands()

@@ -54,6 +54,19 @@ def target_arrays(records: list[ImageRecord]) -> TargetArrays:
     )
 
 
+def severity_weights(targets: TargetArrays, cap: float = 20.0) -> np.ndarray:
+    """Cross-entropy class weights for none/mild/moderate/severe: inverse frequency among known levels.
+
+    Absent conditions make "none" about six times in seven; unweighted, the head learns the levels of present
+    conditions (what severity accuracy measures) from a small share of its gradient.
+    """
+    known = targets.severity[targets.severity != IGNORE]
+    counts = np.bincount(known, minlength=4).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (4 * np.maximum(counts, 1)), 1.0)
+    weights = np.clip(weights, 1.0 / cap, cap)
+    return (weights / weights.mean()).astype(np.float32)
+
+
 def positive_weights(targets: TargetArrays, cap: float = 20.0) -> np.ndarray:
     """BCE pos_weight per condition: negatives over positives among known labels of the training split."""
     positives = ((targets.conditions > 0.5) & targets.condition_mask).sum(axis=0)

@@ -13,12 +13,19 @@ from skinserve.db import migrate
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import Base, ConditionLabelRow, SubjectMetadata, TrainingImage, TrainingMetrics
 
-SEED_TABLES = {"ml_training_images", "skin_condition_labels", "subject_metadata", "model_training_metrics"}
+SEED_TABLES = {
+    "ml_training_images",
+    "skin_condition_labels",
+    "subject_metadata",
+    "model_training_metrics",
+    "prediction_logs",
+}
 SEED_INDEXES = {
     ("ml_training_images", "idx_training_images_source", ("dataset_source",)),
     ("skin_condition_labels", "idx_condition_labels_type", ("condition_type",)),
     ("subject_metadata", "idx_metadata_skin_type", ("skin_type",)),
     ("model_training_metrics", "idx_training_metrics_date", ("training_date",)),
+    ("prediction_logs", "idx_prediction_logs_created_at", ("created_at",)),
 }
 
 

@@ -26,7 +26,7 @@ from skinserve.labels import CONDITIONS, SEVERITY_LABELS, SKIN_TYPES
 from skinserve.metrics import evaluate_outputs, tune_thresholds
 from skinserve.model import SkinModel, create_skin_model
 from skinserve.preprocess import preprocessing_for
-from skinserve.targets import IGNORE, positive_weights, target_arrays
+from skinserve.targets import IGNORE, positive_weights, severity_weights, target_arrays
 from train.config import TrainConfig
 
 
@@ -105,7 +105,12 @@ def fit(
     if resume and (out / "last.pt").is_file():
         state = _restore(out / "last.pt", model, optimizer, scheduler, scaler)
     (out / "config.json").write_text(json.dumps(config.as_dict(), indent=2) + "\n")
-    losses = _Losses(torch.from_numpy(positive_weights(target_arrays(parts["train"]))).to(device), config)
+    train_targets = target_arrays(parts["train"])
+    losses = _Losses(
+        torch.from_numpy(positive_weights(train_targets)).to(device),
+        config,
+        torch.from_numpy(severity_weights(train_targets)).to(device),
+    )
     train_data = SkinImageDataset(parts["train"], train_transform(pre, config.augment))
     base = _checkpoint_base(config, model, pre, split, skin_types)
     writer = _tensorboard(out)
@@ -219,8 +224,9 @@ def _loader(dataset, config: TrainConfig, shuffle: bool, seed: int = 0) -> DataL
 class _Losses:
     """BCE over known conditions (weighted by imbalance) + severity CE where the level is known (+ skin type)."""
 
-    def __init__(self, pos_weight: torch.Tensor, config: TrainConfig) -> None:
+    def __init__(self, pos_weight: torch.Tensor, config: TrainConfig, severity_weight: torch.Tensor | None = None):
         self.bce = nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="none")
+        self.severity_ce = nn.CrossEntropyLoss(weight=severity_weight, ignore_index=IGNORE)
         self.ce = nn.CrossEntropyLoss(ignore_index=IGNORE)
         self.severity_weight = config.severity_weight
 
@@ -231,7 +237,8 @@ class _Losses:
         loss = condition_loss
         severity_targets = batch["severity"].reshape(-1)
         if (severity_targets != IGNORE).any():
-            loss = loss + self.severity_weight * self.ce(severity.reshape(-1, len(SEVERITY_LABELS)), severity_targets)
+            flat = severity.reshape(-1, len(SEVERITY_LABELS))
+            loss = loss + self.severity_weight * self.severity_ce(flat, severity_targets)
         if len(outputs) > 2 and (batch["skin_type"] != IGNORE).any():
             loss = loss + self.ce(outputs[2].float(), batch["skin_type"])
         return loss

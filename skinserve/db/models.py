@@ -96,3 +96,26 @@ class TrainingMetrics(Base):
     training_duration_minutes: Mapped[int | None] = mapped_column(Integer)
     hyperparameters: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     notes: Mapped[str | None] = mapped_column(Text)
+
+
+class PredictionLog(Base):
+    """One prediction served; written by `skinserve.predlog.PredictionLogWriter`, never on the request path."""
+
+    __tablename__ = "prediction_logs"
+    __table_args__ = (Index("idx_prediction_logs_created_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
+    # Set by the service at prediction time (UTC); the server default only covers hand-written inserts.
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    model_name: Mapped[str] = mapped_column(String(100), nullable=False)
+    model_version: Mapped[str] = mapped_column(String(50), nullable=False)
+    runtime: Mapped[str] = mapped_column(String(50), nullable=False)
+    image_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    width: Mapped[int] = mapped_column(Integer, nullable=False)
+    height: Mapped[int] = mapped_column(Integer, nullable=False)
+    bytes: Mapped[int] = mapped_column(Integer, nullable=False)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSONDocument, nullable=False)
+    latency_ms: Mapped[float] = mapped_column(Float, nullable=False)
+    batch_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    client_id: Mapped[str | None] = mapped_column(String(100))

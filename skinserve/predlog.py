@@ -1,0 +1,631 @@
+"""Prediction logs off the request path: a bounded queue, a background writer, a local spool while the database is away.
+
+Where a submitted row can be, and what ends its stay there:
+- the queue (memory): the writer takes it within `flush_interval_s` and inserts it with its batch;
+- the database: inserted with `INSERT ... ON CONFLICT (request_id) DO NOTHING`, so a row sent twice is stored once;
+- the spool (local disk): `predictions-<pid>.jsonl`, appended when the database fails or the queue is full;
+  replayed (same idempotent insert) once the database answers, by this process or by any other after it died;
+- the overflow (memory, at most `queue_size` rows): when the spool cannot be written either; retried like the queue.
+A row is counted lost only when the overflow is full, when the database rejects it (a bad value, not an outage), or
+when it is still in memory at `stop()` with neither the database nor the spool usable. SIGKILL loses the rows still
+in memory (queue and overflow): in normal running at most `flush_interval_s` of traffic plus the batch in flight.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import itertools
+import json
+import logging
+import os
+import queue
+import re
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any
+
+from sqlalchemy import Insert
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
+
+from skinserve.config import redacted_url
+from skinserve.db.engine import create_registry_engine
+from skinserve.db.models import PredictionLog
+
+log = logging.getLogger("skinserve.predlog")
+
+# predictions-<pid>.jsonl is appended by <pid>; predictions-<pid>.jsonl.replaying-<claimer>-<token> is being replayed
+# by <claimer>. The token keeps claimed names unique: rename() would silently replace an existing file.
+SPOOL_NAME = re.compile(r"^predictions-(\d+)\.jsonl(?:\.replaying-(\d+)-[0-9a-f]+)?$")
+
+
+@dataclass(frozen=True)
+class PredictionRow:
+    """One prediction as `prediction_logs` stores it; the image is known by its hash and size only."""
+
+    request_id: str
+    created_at: datetime
+    model_name: str
+    model_version: str
+    runtime: str
+    image_sha256: str
+    width: int
+    height: int
+    bytes: int
+    outputs: Any
+    latency_ms: float
+    batch_size: int
+    client_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.created_at.tzinfo is None:
+            raise ValueError(f"PredictionRow {self.request_id}: created_at must be timezone-aware (UTC), got naive")
+        object.__setattr__(self, "created_at", self.created_at.astimezone(UTC))
+        # Checked here, in the caller, because later a row that cannot be stored would stall the writer behind it.
+        try:
+            json.dumps(self.outputs)
+        except (TypeError, ValueError) as err:
+            raise TypeError(
+                f"PredictionRow {self.request_id}: outputs must be plain JSON (no numpy types): {err}"
+            ) from err
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON-safe values, for the spool file."""
+        return {**asdict(self), "created_at": self.created_at.isoformat()}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> PredictionRow:
+        return cls(**{**record, "created_at": datetime.fromisoformat(record["created_at"])})
+
+    def as_params(self) -> dict[str, Any]:
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+class WriterMetrics:
+    """Where the writer's numbers go. This base reports nowhere; `create` binds Prometheus metrics."""
+
+    def __init__(
+        self,
+        spool_rows: Any = None,
+        lag_seconds: Any = None,
+        rows_written: Any = None,
+        rows_spooled: Any = None,
+        errors: Any = None,
+    ) -> None:
+        self.spool_rows, self.lag_seconds, self.errors = spool_rows, lag_seconds, errors
+        self.rows_written, self.rows_spooled = rows_written, rows_spooled
+
+    @classmethod
+    def create(cls, factory_module: ModuleType | None = None, registry: Any = None) -> WriterMetrics:
+        """Metrics made by `factory_module` (`prometheus_client` unless given; `bentoml.metrics` is an alias of it).
+
+        prometheus_client is imported here, not at module import: under BentoML the worker sets
+        PROMETHEUS_MULTIPROC_DIR after importing the service, and an early import would miss the multiprocess mode.
+        """
+        module = factory_module or importlib.import_module("prometheus_client")
+        extra = {} if registry is None else {"registry": registry}
+        # livesum/livemax: with one writer per worker process, the spool is the sum and the lag the worst of them.
+        return cls(
+            spool_rows=module.Gauge(
+                "skinserve_prediction_spool_rows",
+                "Prediction rows waiting in the local spool for the database",
+                multiprocess_mode="livesum",
+                **extra,
+            ),
+            lag_seconds=module.Gauge(
+                "skinserve_prediction_writer_lag_seconds",
+                "Seconds from submit to durable write (database or spool), worst row of the last batch",
+                multiprocess_mode="livemax",
+                **extra,
+            ),
+            rows_written=module.Counter(
+                "skinserve_prediction_rows_written_total",
+                "Prediction rows inserted into the database, from the queue or replayed from the spool",
+                **extra,
+            ),
+            rows_spooled=module.Counter(
+                "skinserve_prediction_rows_spooled_total", "Prediction rows appended to the local spool", **extra
+            ),
+            errors=module.Counter(
+                "skinserve_prediction_log_errors_total",
+                "Prediction log failures: database, spool, corrupt (spool line), rejected (row), lost (row)",
+                ["kind"],
+                **extra,
+            ),
+        )
+
+    def set_spool_rows(self, rows: int) -> None:
+        if self.spool_rows is not None:
+            self.spool_rows.set(rows)
+
+    def set_lag(self, seconds: float) -> None:
+        if self.lag_seconds is not None:
+            self.lag_seconds.set(seconds)
+
+    def add_written(self, rows: int) -> None:
+        if self.rows_written is not None:
+            self.rows_written.inc(rows)
+
+    def add_spooled(self, rows: int) -> None:
+        if self.rows_spooled is not None:
+            self.rows_spooled.inc(rows)
+
+    def add_error(self, kind: str, count: int = 1) -> None:
+        if self.errors is not None:
+            self.errors.labels(kind=kind).inc(count)
+
+
+class SpoolFiles:
+    """This process's append-only spool file, and the claiming of spool files nobody alive is appending to.
+
+    Not thread-safe: the writer calls it under its lock.
+    """
+
+    def __init__(self, directory: Path, pid: int) -> None:
+        self.directory, self.pid = directory, pid
+        self.path = directory / f"predictions-{pid}.jsonl"
+        self.rows = 0  # appended since this file was last claimed
+        self._file: IO[bytes] | None = None
+        self._unsynced = False
+
+    def append(self, records: list[dict[str, Any]], sync: bool) -> None:
+        # flush() hands the bytes to the kernel, which is what survives a SIGKILL of this process; fsync, once per
+        # batch, also survives a host crash. Rows from a full queue are fsync'ed by the writer's next loop instead,
+        # so a request never waits on the disk.
+        data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in records)
+        try:
+            if self._file is None:
+                self._file = self._open()
+            self._file.write(data)
+            self._file.flush()
+            if sync:
+                os.fsync(self._file.fileno())
+        except OSError:
+            self.close()  # reopening repairs a torn last line before the next append
+            raise
+        self._unsynced = not sync
+        self.rows += len(records)
+
+    def sync(self) -> None:
+        if self._file is not None and self._unsynced:
+            self._unsynced = False  # a failing fsync is reported once, not on every loop of the writer
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+    def claim(self) -> list[Path]:
+        """Rename to `*.replaying-<pid>-<token>` every spool file this process may replay: its own, and dead pids'.
+
+        The rename is atomic, so of two processes claiming the same orphan exactly one gets it.
+        """
+        claimed = []
+        for path in sorted(self.directory.glob("predictions-*.jsonl*")):
+            match = SPOOL_NAME.match(path.name)
+            if match is None:
+                continue
+            owner = int(match[2] or match[1])
+            if owner == self.pid and match[2]:
+                claimed.append(path)  # claimed earlier by this process (or a dead one that had its pid)
+                continue
+            if owner != self.pid and _process_alive(owner):
+                continue
+            if owner == self.pid:
+                self.close()
+            target = path.with_name(f"predictions-{match[1]}.jsonl.replaying-{self.pid}-{uuid.uuid4().hex[:12]}")
+            try:
+                path.rename(target)
+            except FileNotFoundError:
+                continue  # another process claimed it first
+            if owner == self.pid:
+                self.rows = 0
+            claimed.append(target)
+        return claimed
+
+    def _open(self) -> IO[bytes]:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        file = open(self.path, "a+b")  # noqa: SIM115 - kept open across appends, closed by close(); + for pread
+        size = os.fstat(file.fileno()).st_size
+        if size and os.pread(file.fileno(), 1, size - 1) != b"\n":
+            file.write(b"\n")  # a predecessor with this pid was killed mid-line: keep its torn line apart from ours
+        return file
+
+
+class SpoolReplay:
+    """Reads one claimed spool file in chunks; a chunk stays pending until it has been inserted."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.file = path.open("rb")
+        self.remaining = sum(1 for _ in self.file)  # lines not yet read, for the spool gauge
+        self.file.seek(0)
+        self.pending: list[PredictionRow] = []
+        self.corrupt = 0
+        self.eof = False
+
+    def chunk(self, size: int) -> list[PredictionRow]:
+        """The next rows to insert: the same ones until `clear`; empty once the file is done."""
+        while not self.pending and not self.eof:
+            lines = list(itertools.islice(self.file, size))
+            self.eof = len(lines) < size
+            self.remaining = max(0, self.remaining - len(lines))
+            for line in filter(bytes.strip, lines):
+                try:
+                    self.pending.append(PredictionRow.from_record(json.loads(line)))
+                except (ValueError, TypeError, KeyError):
+                    self.corrupt += 1  # a torn write (SIGKILL mid-line) or a damaged line: skipped, not fatal
+        return self.pending
+
+    def clear(self) -> None:
+        self.pending = []
+
+    def finish(self) -> None:
+        self.file.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def insert_statement(dialect: str) -> Insert:
+    """`INSERT ... ON CONFLICT (request_id) DO NOTHING` for Postgres or SQLite: replays and retries are harmless."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:
+        raise ValueError(f"prediction logs need Postgres or SQLite, not {dialect!r} (SKINSERVE_DATABASE_URL)")
+    return insert(PredictionLog.__table__).on_conflict_do_nothing(index_elements=["request_id"])
+
+
+Pending = tuple[PredictionRow, float]  # a row and when it was submitted (time.monotonic)
+
+
+class PredictionLogWriter:
+    """Takes rows from the request path without blocking; one daemon thread makes each durable (database or spool)."""
+
+    def __init__(
+        self,
+        database_url: str,
+        spool_dir: Path,
+        queue_size: int = 10000,
+        batch_size: int = 500,
+        flush_interval_s: float = 0.2,
+        retry_interval_s: float = 2.0,
+        metrics: WriterMetrics | None = None,
+    ) -> None:
+        # One thread uses the engine, so its pool never holds more than one connection.
+        self._engine = create_registry_engine(database_url)
+        self._insert = insert_statement(self._engine.dialect.name)
+        self._where = redacted_url(database_url)
+        self._spool = SpoolFiles(Path(spool_dir), os.getpid())
+        self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
+        self._overflow: deque[Pending] = deque()  # rows neither the database nor the spool took, at most queue_size
+        self._overflow_limit = queue_size
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._retry_interval_s = retry_interval_s
+        self._metrics = metrics or WriterMetrics()
+        self._lock = threading.Lock()  # the spool file, the overflow, the counts
+        self._counts: Counter[str] = Counter()
+        self._errors: Counter[str] = Counter()
+        self._lag_s = 0.0
+        self._db_up, self._db_retry_at = True, 0.0
+        self._spool_ok, self._spool_retry_at = True, 0.0
+        self._scan_at = 0.0
+        self._replays: deque[SpoolReplay] = deque()
+        self._replay_backlog = 0
+        self._loss_logged_at = -float("inf")
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("PredictionLogWriter.start() was already called")
+        self._thread = threading.Thread(target=self._run, name="skinserve-predlog", daemon=True)
+        self._thread.start()
+
+    def submit(self, row: PredictionRow) -> None:
+        """Hand over a row. Never waits on the database and never raises; a full queue spools the row right here."""
+        item = (row, time.monotonic())
+        try:
+            if not self._stopping.is_set():
+                with contextlib.suppress(queue.Full):
+                    self._queue.put_nowait(item)
+                    return
+            with self._lock:
+                self._store_locally([item], sync=False)
+        except Exception:  # the request is answered whatever becomes of its log row
+            log.exception("prediction log row %s dropped", row.request_id)
+            with self._lock:
+                self._count_lost(1)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Flush the queue (database, else spool) and end the thread; rows nothing could take are counted lost."""
+        self._stopping.set()
+        if self._thread is None:
+            self._run()  # never started: flush from here
+        else:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("prediction log writer still busy after %.1f s; spooling what is left in memory", timeout_s)
+        leftover: list[Pending] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                leftover.append(self._queue.get_nowait())
+        with self._lock:
+            leftover.extend(self._overflow)
+            self._overflow.clear()
+            if leftover and not self._store_locally(leftover, sync=True, force=True):
+                self._count_lost(len(self._overflow), log_now=True)
+                self._overflow.clear()
+            with contextlib.suppress(OSError):
+                self._spool.sync()
+            self._spool.close()
+        for replay in self._replays:
+            replay.file.close()
+        self._engine.dispose()
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "queued": self._queue.qsize(),
+                "written": self._counts["written"],
+                "spooled": self._counts["spooled"],
+                "spool_rows": self._spool.rows + self._replay_backlog,
+                "replayed": self._counts["replayed"],
+                "lost": self._counts["lost"],
+                "lag_s": self._lag_s,
+                "db_up": self._db_up,
+                "overflow": len(self._overflow),
+                "corrupt": self._counts["corrupt"],
+                "rejected": self._counts["rejected"],
+                "errors": dict(self._errors),
+            }
+
+    # The writer thread.
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = self._next_batch()
+                if batch:
+                    self._persist(batch)
+                elif self._stopping.is_set():
+                    return
+                if not self._stopping.is_set():
+                    self._replay_step()
+                with self._lock:
+                    self._spool.sync()
+            except Exception:  # a dead writer thread would silently stall every later row: log and go on
+                log.exception("prediction log writer loop failed; going on")
+                with self._lock:
+                    self._errors["writer"] += 1
+                self._metrics.add_error("writer")
+                self._stopping.wait(self._flush_interval_s)
+
+    def _next_batch(self) -> list[Pending]:
+        """Up to batch_size rows: the overflow's first (when something may take them), then the queue's.
+
+        An idle writer waits flush_interval_s for a first row, then up to as long again to fill the batch.
+        """
+        batch: list[Pending] = []
+        # Not while stopping: stop() gives the overflow its last chance, and a fast retry interval would spin here.
+        if (
+            self._overflow
+            and not self._stopping.is_set()
+            and (self._db_due() or time.monotonic() >= self._spool_retry_at)
+        ):
+            with self._lock:
+                while self._overflow and len(batch) < self._batch_size:
+                    batch.append(self._overflow.popleft())
+        busy = bool(batch or self._replays) or self._stopping.is_set()
+        wait = 0.0 if busy else self._flush_interval_s
+        deadline = time.monotonic() + wait
+        while len(batch) < self._batch_size:
+            left = deadline - time.monotonic()
+            try:
+                batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _persist(self, batch: list[Pending]) -> None:
+        if self._db_due() and self._insert_rows([row for row, _ in batch]):
+            with self._lock:
+                self._counts["written"] += len(batch)
+            self._metrics.add_written(len(batch))
+        else:
+            with self._lock:
+                if not self._store_locally(batch, sync=True):
+                    return  # still in memory (or lost): not durable, so no lag to report
+        self._lag_s = time.monotonic() - min(submitted for _, submitted in batch)
+        self._metrics.set_lag(self._lag_s)
+
+    def _insert_rows(self, rows: list[PredictionRow]) -> bool:
+        try:
+            self._execute(rows)
+        except (IntegrityError, DataError) as err:
+            return self._insert_one_by_one(rows, err)
+        except Exception as err:  # connection refused, server restarting, table missing, disk full, ...: retry later
+            self._db_failed(err)
+            return False
+        self._db_ok()
+        return True
+
+    def _execute(self, rows: list[PredictionRow]) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(self._insert, [row.as_params() for row in rows])
+
+    def _insert_one_by_one(self, rows: list[PredictionRow], batch_error: SQLAlchemyError) -> bool:
+        """A batch the database refuses for its values, not an outage: store the good rows, drop the bad ones."""
+        log.warning(
+            "prediction log batch of %d rows refused (%s); inserting them one by one", len(rows), _reason(batch_error)
+        )
+        for row in rows:
+            try:
+                self._execute([row])
+            except (IntegrityError, DataError) as err:
+                # Spooling it would only replay the same refusal forever.
+                log.error(
+                    "prediction log row %s rejected by the database and dropped: %s", row.request_id, _reason(err)
+                )
+                with self._lock:
+                    self._counts["rejected"] += 1
+                    self._count_lost(1, kind="rejected")
+            except Exception as err:
+                self._db_failed(err)
+                return False
+        self._db_ok()
+        return True
+
+    def _db_due(self) -> bool:
+        return self._db_up or time.monotonic() >= self._db_retry_at
+
+    def _db_failed(self, err: BaseException) -> None:
+        if self._db_up:
+            log.warning(
+                "prediction log database %s unavailable (%s); spooling to %s and retrying every %.1f s",
+                self._where,
+                _reason(err),
+                self._spool.directory,
+                self._retry_interval_s,
+            )
+        self._db_up, self._db_retry_at = False, time.monotonic() + self._retry_interval_s
+        with self._lock:
+            self._errors["database"] += 1
+        self._metrics.add_error("database")
+
+    def _db_ok(self) -> None:
+        if not self._db_up:
+            log.info("prediction log database %s answers again; replaying the spool", self._where)
+            self._scan_at = 0.0
+        self._db_up = True
+
+    def _store_locally(self, items: list[Pending], sync: bool, force: bool = False) -> bool:
+        """Spool `items` (True), or keep them in the bounded overflow (False); call with the lock held."""
+        if force or time.monotonic() >= self._spool_retry_at:
+            try:
+                self._spool.append([row.as_record() for row, _ in items], sync)
+            except OSError as err:
+                self._spool_failed(err)
+            else:
+                if not self._spool_ok:
+                    log.info("prediction spool %s writable again", self._spool.path)
+                self._spool_ok, self._spool_retry_at = True, 0.0
+                self._counts["spooled"] += len(items)
+                self._metrics.add_spooled(len(items))
+                self._metrics.set_spool_rows(self._spool.rows + self._replay_backlog)
+                return True
+        room = max(0, self._overflow_limit - len(self._overflow))
+        self._overflow.extend(items[:room])
+        if len(items) > room:
+            self._count_lost(len(items) - room)
+        return False
+
+    def _spool_failed(self, err: OSError) -> None:
+        if self._spool_ok:
+            log.error(
+                "cannot write the prediction spool %s (%s); keeping up to %d rows in memory, retrying every %.1f s",
+                self._spool.path,
+                err,
+                self._overflow_limit,
+                self._retry_interval_s,
+            )
+        self._spool_ok, self._spool_retry_at = False, time.monotonic() + self._retry_interval_s
+        self._errors["spool"] += 1
+        self._metrics.add_error("spool")
+
+    def _count_lost(self, rows: int, kind: str = "lost", log_now: bool = False) -> None:
+        """Call with the lock held. Logged at most once per retry interval: under an outage this runs per row."""
+        if rows <= 0:
+            return
+        self._counts["lost"] += rows
+        self._errors[kind] += rows
+        self._metrics.add_error(kind, rows)
+        now = time.monotonic()
+        if kind == "lost" and (log_now or now - self._loss_logged_at >= self._retry_interval_s):
+            self._loss_logged_at = now
+            log.error(
+                "%d prediction log rows lost so far: database %s and spool %s unavailable, %d rows already in memory",
+                self._counts["lost"],
+                self._where,
+                self._spool.path,
+                len(self._overflow),
+            )
+
+    def _replay_step(self) -> None:
+        """Insert one chunk of the claimed spool files, claiming them first when a scan is due."""
+        if not self._db_due():
+            return
+        if not self._replays:
+            now = time.monotonic()
+            if now < self._scan_at:
+                return
+            self._scan_at = now + self._retry_interval_s
+            self._claim_spools()
+            if not self._replays:
+                return
+        replay = self._replays[0]
+        rows = replay.chunk(self._batch_size)
+        if rows and not self._insert_rows(rows):
+            return
+        with self._lock:
+            self._counts["replayed"] += len(rows)
+        self._metrics.add_written(len(rows))
+        if replay.corrupt:
+            with self._lock:
+                self._counts["corrupt"] += replay.corrupt
+                self._errors["corrupt"] += replay.corrupt
+            log.warning("prediction spool %s: %d unreadable line(s) skipped", replay.path.name, replay.corrupt)
+            self._metrics.add_error("corrupt", replay.corrupt)
+            replay.corrupt = 0
+        replay.clear()
+        if replay.eof:
+            replay.finish()
+            self._replays.popleft()
+            log.info("prediction spool %s replayed", replay.path.name)
+        self._publish_backlog()
+
+    def _claim_spools(self) -> None:
+        try:
+            with self._lock:
+                paths = self._spool.claim()
+            for path in paths:
+                self._replays.append(SpoolReplay(path))
+        except OSError as err:
+            log.warning("cannot claim prediction spool files in %s: %s", self._spool.directory, err)
+            with self._lock:
+                self._errors["replay"] += 1
+            self._metrics.add_error("replay")
+        if self._replays:
+            log.info("replaying %d prediction spool file(s) from %s", len(self._replays), self._spool.directory)
+        self._publish_backlog()
+
+    def _publish_backlog(self) -> None:
+        with self._lock:
+            self._replay_backlog = sum(r.remaining + len(r.pending) for r in self._replays)
+            self._metrics.set_spool_rows(self._spool.rows + self._replay_backlog)
+
+
+def _reason(err: BaseException) -> str:
+    """The driver's first line, without SQLAlchemy's statement and parameters (they would be whole batches)."""
+    orig = getattr(err, "orig", None) or err
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"

@@ -1,0 +1,290 @@
+"""Running an exported model: pick a runtime for its artifacts, verify the file, return `predict(batch) -> logits`.
+
+Preference where available: TensorRT, AOTInductor on CUDA, ONNX Runtime with CUDA, ONNX Runtime on CPU; the
+CPU AOTInductor package (a test build) comes last. The ONNX Runtime paths need neither torch nor TensorRT: both
+are imported only by the runtimes that use them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skinserve.labels import CONDITIONS, SEVERITY_LABELS
+from skinserve.manifest import ArtifactError, load_manifest, verified_artifact
+
+__all__ = [
+    "RUNTIMES",
+    "ArtifactError",
+    "ExportedModel",
+    "available_runtimes",
+    "load_exported_model",
+    "unavailable_reason",
+]
+
+Logits = tuple[np.ndarray, np.ndarray]
+PredictFn = Callable[[np.ndarray], Logits]
+DeviceCall = Callable[[Any], tuple[Any, Any]]  # CUDA tensor in, CUDA tensors out: the raw model call
+Loader = Callable[[Path, int | None], tuple[PredictFn, DeviceCall | None]]
+
+RUNTIMES = ("tensorrt", "aoti-cuda", "onnxruntime-cuda", "onnxruntime-cpu", "aoti-cpu")
+# The artifact formats each runtime runs, best first; ONNX Runtime with CUDA gains from fp16, on CPU it does not.
+RUNTIME_FORMATS: dict[str, tuple[str, ...]] = {
+    "tensorrt": ("tensorrt",),
+    "aoti-cuda": ("aoti",),
+    "onnxruntime-cuda": ("onnx-fp16", "onnx"),
+    "onnxruntime-cpu": ("onnx", "onnx-fp16"),
+    "aoti-cpu": ("aoti",),
+}
+_AOTI_DEVICE = {"aoti-cuda": "cuda", "aoti-cpu": "cpu"}
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("condition_logits", "severity_logits")
+
+
+@dataclass(frozen=True)
+class ExportedModel:
+    runtime: str
+    manifest: dict[str, Any]
+    artifact: str  # file name inside the export directory
+    max_batch: int | None  # None: any batch size
+    _predict: PredictFn
+    # The model on CUDA tensors with no host copies (tensorrt, aoti-cuda); benchmarks time it, serving uses predict.
+    device_call: DeviceCall | None = None
+
+    def predict(self, batch: np.ndarray) -> Logits:
+        """(condition_logits [N, 7], severity_logits [N, 7, 4]) as float32, for a normalised float32 NCHW batch."""
+        batch = np.ascontiguousarray(batch, dtype=np.float32)
+        if len(batch) == 0:  # engines are built for batches of 1 and more
+            conditions = np.zeros((0, len(CONDITIONS)), np.float32)
+            return conditions, np.zeros((0, len(CONDITIONS), len(SEVERITY_LABELS)), np.float32)
+        step = self.max_batch or len(batch)
+        parts = [self._predict(batch[i : i + step]) for i in range(0, len(batch), step)]
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def _module_missing(name: str) -> bool:
+    return importlib.util.find_spec(name) is None
+
+
+def _cuda_missing_reason() -> str | None:
+    if _module_missing("torch"):
+        return "torch is not installed"
+    import torch
+
+    return None if torch.cuda.is_available() else "no CUDA GPU is visible here"
+
+
+def _onnxruntime_cuda_missing_reason() -> str | None:
+    if _module_missing("onnxruntime"):
+        return "onnxruntime is not installed"
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu on a CUDA machine)"
+    return None
+
+
+def _machine_reason(runtime: str) -> str | None:
+    """Why this machine cannot run `runtime` at all, whatever was exported; None when it can."""
+    if runtime == "tensorrt":
+        if _module_missing("tensorrt"):
+            return "needs a CUDA GPU and the tensorrt package: tensorrt is not installed"
+        cuda = _cuda_missing_reason()
+        return f"needs a CUDA GPU and the tensorrt package: {cuda}" if cuda else None
+    if runtime == "aoti-cuda":
+        cuda = _cuda_missing_reason()
+        return f"needs a CUDA GPU and torch: {cuda}" if cuda else None
+    if runtime == "aoti-cpu":
+        return "needs torch, which is not installed" if _module_missing("torch") else None
+    if runtime == "onnxruntime-cuda":
+        reason = _onnxruntime_cuda_missing_reason()
+        return f"needs a CUDA GPU and onnxruntime-gpu: {reason}" if reason else None
+    return "needs onnxruntime, which is not installed" if _module_missing("onnxruntime") else None
+
+
+def _runnable_formats(runtime: str, manifest: dict[str, Any]) -> list[str]:
+    artifacts = manifest["artifacts"]
+    formats = [f for f in RUNTIME_FORMATS[runtime] if f in artifacts]
+    if runtime in _AOTI_DEVICE:  # one aoti package is compiled for one device
+        formats = [f for f in formats if artifacts[f].get("device") == _AOTI_DEVICE[runtime]]
+    return formats
+
+
+def _format_reason(runtime: str, manifest: dict[str, Any], fmt: str | None) -> str | None:
+    """Why this export has no artifact `runtime` can run (of format `fmt`, when given); None when it has one."""
+    if fmt is not None and fmt not in RUNTIME_FORMATS[runtime]:
+        return f"it does not run {fmt} artifacts (it runs: {', '.join(RUNTIME_FORMATS[runtime])})"
+    formats = [f for f in _runnable_formats(runtime, manifest) if fmt is None or f == fmt]
+    if formats:
+        return None
+    wanted = fmt or " or ".join(RUNTIME_FORMATS[runtime])
+    device = f" compiled for {_AOTI_DEVICE[runtime]}" if runtime in _AOTI_DEVICE else ""
+    exported = ", ".join(_described(f, a) for f, a in manifest["artifacts"].items()) or "nothing"
+    return f"this export has no {wanted} artifact{device} (exported: {exported})"
+
+
+def _described(fmt: str, artifact: dict[str, Any]) -> str:
+    device = artifact.get("device", "any")
+    return fmt if device == "any" else f"{fmt} for {device}"
+
+
+def unavailable_reason(runtime: str, manifest: dict[str, Any], fmt: str | None = None) -> str | None:
+    """Why `runtime` cannot run this export (its `fmt` artifact, when given) here; None when it can.
+
+    The artifacts are checked first, so ruling out a runtime the export has nothing for imports nothing."""
+    if runtime not in RUNTIMES:
+        return f"unknown runtime {runtime!r} (expected auto or one of: {', '.join(RUNTIMES)})"
+    reason = _format_reason(runtime, manifest, fmt) or _machine_reason(runtime)
+    return f"runtime {runtime}: {reason}" if reason else None
+
+
+def available_runtimes(manifest: dict[str, Any], fmt: str | None = None) -> list[str]:
+    """The runtimes that can run this export here, in order of preference."""
+    return [r for r in RUNTIMES if unavailable_reason(r, manifest, fmt) is None]
+
+
+def load_exported_model(
+    export_dir: Path, runtime: str = "auto", fmt: str | None = None, threads: int | None = None
+) -> ExportedModel:
+    """Open the export in `export_dir` with `runtime` ("auto": the best available), optionally its `fmt` artifact.
+
+    `threads` sets ONNX Runtime's intra-op threads (default: its own choice). The artifact's SHA-256 is checked
+    against the manifest before anything reads it.
+    """
+    export_dir = Path(export_dir)
+    manifest = load_manifest(export_dir)
+    runtime = _chosen_runtime(manifest, runtime, fmt)
+    entry = manifest["artifacts"][fmt or _runnable_formats(runtime, manifest)[0]]
+    path = verified_artifact(export_dir, entry)
+    predict, device_call = _LOADERS[runtime](path, threads)
+    return ExportedModel(runtime, manifest, entry["file"], entry.get("batch", {}).get("max"), predict, device_call)
+
+
+def _chosen_runtime(manifest: dict[str, Any], runtime: str, fmt: str | None) -> str:
+    if fmt is not None and fmt not in manifest["artifacts"]:
+        exported = ", ".join(manifest["artifacts"]) or "nothing"
+        raise ArtifactError(f"format {fmt!r} was not exported (exported: {exported})")
+    if runtime == "auto":
+        available = available_runtimes(manifest, fmt)
+        if not available:
+            reasons = "; ".join(str(unavailable_reason(r, manifest, fmt)) for r in RUNTIMES)
+            raise ArtifactError(f"no runtime here can run this export: {reasons}")
+        return available[0]
+    if runtime not in RUNTIMES:
+        raise ArtifactError(str(unavailable_reason(runtime, manifest, fmt)))
+    # Asked for by name: say everything that stands in its way, the machine's lacks as well as the export's.
+    reasons = [r for r in (_machine_reason(runtime), _format_reason(runtime, manifest, fmt)) if r]
+    if reasons:
+        raise ArtifactError(f"runtime {runtime}: {'; '.join(reasons)}")
+    return runtime
+
+
+def _onnxruntime_session(path: Path, providers: list[str], threads: int | None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+
+
+def _onnxruntime(providers: list[str]) -> Loader:
+    def load(path: Path, threads: int | None) -> tuple[PredictFn, DeviceCall | None]:
+        session = _onnxruntime_session(path, providers, threads)
+        if session.get_providers()[0] != providers[0]:
+            # ONNX Runtime falls back to the CPU silently when the CUDA provider fails to initialise.
+            raise ArtifactError(f"ONNX Runtime could not start {providers[0]} for {path} (it fell back to the CPU)")
+
+        def predict(batch: np.ndarray) -> Logits:
+            conditions, severity = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
+            return conditions, severity
+
+        return predict, None
+
+    return load
+
+
+def _host_predict(call: DeviceCall, device: str) -> PredictFn:
+    """numpy in and out around a call on torch tensors of `device`."""
+    import torch
+
+    @torch.inference_mode()
+    def predict(batch: np.ndarray) -> Logits:
+        conditions, severity = call(torch.from_numpy(batch).to(device))
+        return conditions.float().cpu().numpy(), severity.float().cpu().numpy()
+
+    return predict
+
+
+def _aoti(device: str) -> Loader:
+    def load(path: Path, threads: int | None) -> tuple[PredictFn, DeviceCall | None]:
+        import torch
+
+        runner = torch._inductor.aoti_load_package(str(path))
+        return _host_predict(runner, device), runner if device == "cuda" else None
+
+    return load
+
+
+class _TensorRTEngine:
+    """A deserialised engine with one execution context, called on CUDA tensors that torch allocates.
+
+    An execution context holds the shapes and addresses of one call, so calls take turns (a lock); a server that
+    wants calls to overlap on one GPU runs one engine per worker."""
+
+    def __init__(self, path: Path) -> None:
+        import tensorrt as trt
+        import torch
+
+        self.torch = torch
+        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
+        if self.engine is None:
+            raise ArtifactError(
+                f"TensorRT could not deserialise {path}: an engine runs only on the TensorRT "
+                "version and GPU model that built it; rebuild it here with --formats tensorrt"
+            )
+        self.context = self.engine.create_execution_context()
+        self.dtypes = {trt.float32: torch.float32, trt.float16: torch.float16}
+        self.lock = threading.Lock()
+
+    def __call__(self, image):
+        with self.lock:
+            return self._run(image.contiguous())
+
+    def _run(self, image):
+        self.context.set_input_shape(INPUT_NAME, tuple(image.shape))
+        self.context.set_tensor_address(INPUT_NAME, image.data_ptr())
+        outputs = tuple(self._output_buffer(name) for name in OUTPUT_NAMES)
+        # On torch's current stream, so the copies before and after are ordered with the engine's kernels.
+        if not self.context.execute_async_v3(self.torch.cuda.current_stream().cuda_stream):
+            raise RuntimeError(f"TensorRT failed to run a batch of shape {tuple(image.shape)}")
+        return outputs
+
+    def _output_buffer(self, name: str):
+        shape = tuple(self.context.get_tensor_shape(name))
+        buffer = self.torch.empty(shape, dtype=self.dtypes[self.engine.get_tensor_dtype(name)], device="cuda")
+        self.context.set_tensor_address(name, buffer.data_ptr())
+        return buffer
+
+
+def _tensorrt(path: Path, threads: int | None) -> tuple[PredictFn, DeviceCall | None]:
+    engine = _TensorRTEngine(path)
+    return _host_predict(engine, "cuda"), engine
+
+
+_LOADERS: dict[str, Loader] = {
+    "tensorrt": _tensorrt,
+    "aoti-cuda": _aoti("cuda"),
+    "onnxruntime-cuda": _onnxruntime(["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    "onnxruntime-cpu": _onnxruntime(["CPUExecutionProvider"]),
+    "aoti-cpu": _aoti("cpu"),
+}

@@ -1,0 +1,67 @@
+"""The service's settings, read once from the environment (`SKINSERVE_*`) when service.py is imported."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from skinserve.config import Settings
+from skinserve.images import UploadLimits
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    model_tag: str = "skin-classifier:latest"
+    runtime: str = "auto"  # tensorrt | aoti-cuda | onnxruntime-cuda | onnxruntime-cpu | auto
+    max_batch_size: int = 64  # 1 turns adaptive batching off
+    max_latency_ms: int = 1000  # the dispatcher's budget for queue + model; past it, BentoML answers 503
+    api_workers: int = 1
+    model_workers: int = 1
+    gpus: int = 0
+    ort_threads: int | None = None
+    max_batch_images: int = 16
+    limits: UploadLimits = UploadLimits()
+    api_keys: tuple[str, ...] = ()
+    store_images: bool = False
+    database_url: str = ""
+    storage_url: str = ""
+    spool_dir: Path = Path("data/spool")
+    timeout_s: int = 60
+    max_concurrency: int = 2048
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServiceSettings:
+        env = os.environ if environ is None else environ
+        base = Settings.from_env(env)
+
+        def number(name: str, default: int) -> int:
+            return int(env.get(f"SKINSERVE_{name}") or default)
+
+        threads = env.get("SKINSERVE_ORT_THREADS")
+        return cls(
+            model_tag=env.get("SKINSERVE_MODEL_TAG") or cls.model_tag,
+            runtime=env.get("SKINSERVE_RUNTIME") or cls.runtime,
+            max_batch_size=number("MAX_BATCH_SIZE", cls.max_batch_size),
+            max_latency_ms=number("MAX_LATENCY_MS", cls.max_latency_ms),
+            api_workers=number("API_WORKERS", cls.api_workers),
+            model_workers=number("MODEL_WORKERS", cls.model_workers),
+            gpus=number("GPUS", cls.gpus),
+            ort_threads=int(threads) if threads else None,
+            max_batch_images=number("MAX_BATCH_IMAGES", cls.max_batch_images),
+            limits=UploadLimits(
+                number("MAX_UPLOAD_BYTES", UploadLimits.max_bytes), number("MAX_PIXELS", UploadLimits.max_pixels)
+            ),
+            api_keys=tuple(k.strip() for k in env.get("SKINSERVE_API_KEYS", "").split(",") if k.strip()),
+            store_images=env.get("SKINSERVE_STORE_IMAGES", "").lower() in ("1", "true", "yes"),
+            database_url=base.database_url,
+            storage_url=base.storage_url,
+            spool_dir=Path(env.get("SKINSERVE_SPOOL_DIR") or base.data_dir / "spool"),
+            timeout_s=number("TIMEOUT_S", cls.timeout_s),
+            max_concurrency=number("MAX_CONCURRENCY", cls.max_concurrency),
+        )
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch_size > 1

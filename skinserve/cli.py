@@ -255,7 +255,6 @@ def serve(
 ) -> None:
     """Start the BentoML service (service.py) with the embedded defaults: `bentoml serve` underneath."""
     import os
-    import subprocess
 
     root = Path(__file__).resolve().parents[1]
     if not (root / "service.py").is_file():
@@ -266,7 +265,58 @@ def serve(
     if runtime:
         env["SKINSERVE_RUNTIME"] = runtime
     command = [sys.executable, "-m", "bentoml", "serve", "service:SkinService", "--port", str(port), "--host", host]
-    raise typer.Exit(subprocess.call(command, cwd=root, env=env))
+    os.chdir(root)
+    # Become the server (no parent left behind), so a signal to this process reaches BentoML directly.
+    os.execve(sys.executable, command, env)
+
+
+@app.command("analyze")
+def analyze(
+    images: Annotated[list[Path], typer.Argument(help="Image files to send.")],
+    url: Annotated[str, typer.Option(help="The service's base URL.")] = "http://127.0.0.1:3000",
+    wait: Annotated[float, typer.Option(help="Seconds to wait for /readyz first.")] = 0.0,
+    token: Annotated[str | None, typer.Option(envvar="SKINSERVE_API_TOKEN", help="Bearer token.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print each answer as JSON.")] = False,
+) -> None:
+    """Send images to a running service and print its answers (the client side of `skinserve serve`)."""
+    import time
+
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                if client.get("/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() >= deadline:
+                raise fail(f"no ready service at {url}")
+            time.sleep(1)
+        failed = 0
+        for image in images:
+            response = client.post("/analyze", files={"image": (image.name, image.read_bytes())})
+            body = response.json()
+            if response.status_code != 200:
+                failed += 1
+                typer.echo(f"{image}: HTTP {response.status_code}: {body.get('error')}")
+                continue
+            if as_json:
+                typer.echo(json.dumps(body))
+                continue
+            found = [
+                f"{c} ({s['severity']['label']}, p={s['probability']:.2f})"
+                for c, s in body["conditions"].items()
+                if s["present"]
+            ]
+            typer.echo(
+                f"{image}: {'healthy' if body['healthy'] else ', '.join(found)}; "
+                f"primary {body['primary_concern']}; {body['timings']['total_ms']:.1f} ms"
+            )
+    if failed:
+        raise typer.Exit(1)
 
 
 def _register_stage_commands() -> None:

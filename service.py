@@ -22,10 +22,12 @@ from fastapi.responses import JSONResponse
 
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
 from skinserve.manifest import load_manifest, preprocessing_of
+from skinserve.predictions import decode
+from skinserve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
 from skinserve.service_config import ServiceSettings
 from skinserve.serving import (
+    PreparedUpload,
     ServedModel,
-    UnauthorizedError,
     authorized_client,
     error_response,
     load_served_model,
@@ -34,6 +36,7 @@ from skinserve.serving import (
     responses_for,
     unpack_logits,
 )
+from skinserve.storage import open_storage
 from skinserve.uploads import uploaded_images
 
 SETTINGS = ServiceSettings.from_env()
@@ -97,9 +100,6 @@ class SkinService:
     stored = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
-        from skinserve.predlog import PredictionLogWriter, WriterMetrics
-        from skinserve.storage import open_storage
-
         self.manifest = load_manifest(self.stored.path)
         self.preprocessing = preprocessing_of(self.manifest)
         self.model_ref = {"name": self.manifest["model"]["name"], "version": self.manifest["model"]["version"]}
@@ -182,8 +182,6 @@ class SkinService:
         packed = await self.model.to_async.predict(np.stack([u.array for u in uploads]))
         inferred = time.perf_counter()
         conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
-        from skinserve.predictions import decode
-
         results = []
         scored = decode(conditions, severity, self.manifest["thresholds"])
         for i, (upload, scores) in enumerate(zip(uploads, scored, strict=True)):
@@ -210,9 +208,7 @@ class SkinService:
         predictions_counter.labels(route=route).inc(len(results))
         return results
 
-    def _log(self, result: dict[str, Any], upload, client: str | None, route: str) -> None:
-        from skinserve.predlog import PredictionRow
-
+    def _log(self, result: dict[str, Any], upload: PreparedUpload, client: str | None, route: str) -> None:
         if self.storage is not None:
             self.storage.put(f"uploads/{upload.sha256[:2]}/{upload.sha256}{upload.suffix}", upload.data)
         self.writer.submit(
@@ -242,6 +238,3 @@ class SkinService:
         response = error_response(err, request_id)
         rejections_counter.labels(status=str(response.status_code)).inc()
         return response
-
-
-__all__ = ["SkinModel", "SkinService", "UnauthorizedError"]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import struct
 import subprocess
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -22,7 +24,7 @@ from skinserve.db.models import PredictionLog
 from skinserve.labels import CONDITIONS
 
 from .conftest import free_port
-from .servers import build_tiny_export, encoded, start_server
+from .servers import REPO, build_tiny_export, encoded, start_server
 
 pytestmark = pytest.mark.postgres
 
@@ -217,3 +219,13 @@ def test_requests_succeed_while_postgres_is_down_and_every_row_lands_after(serve
         ).scalar()
     engine.dispose()
     assert duplicates == 0
+
+
+def test_the_service_module_imports_no_training_code_torch_or_locust(server):
+    probe = "import sys, service; print(sorted(m for m in ('torch', 'timm', 'train', 'locust') if m in sys.modules))"
+    env = {"BENTOML_HOME": str(Path(server.log).parent / "bentoml"), "SKINSERVE_MODEL_TAG": "skin-classifier:test"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, env=os.environ | env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -80,3 +80,10 @@ def test_saved_split_reloads_and_refuses_a_changed_dataset(synth_copy: Path, tmp
     image.write_bytes(image.read_bytes() + b"\0")  # one byte more changes the fingerprint
     with pytest.raises(SplitMismatch, match=split.fingerprint[:12]):
         DatasetSplit.load(path, read_shine(synth_copy).records)
+
+
+def test_rare_condition_combinations_are_pooled_so_they_reach_val_and_test(larger_set):
+    split = split_dataset(larger_set, seed=0)
+    rare = [r for r in larger_set if "+" in r.targets.stratum()]  # multi-label cells of one or two images
+    assert len(rare) >= 6
+    assert {split.assignments[r.relpath] for r in rare} == set(SPLITS)

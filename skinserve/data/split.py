@@ -14,6 +14,7 @@ from skinserve.data.records import ImageRecord
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_RATIOS: tuple[float, float, float] = (0.70, 0.15, 0.15)
+RARE = "~rare"
 
 
 class SplitMismatch(ValueError):
@@ -75,6 +76,10 @@ def split_dataset(
     strata: dict[str, list[str]] = defaultdict(list)
     for group_id, members in sorted(groups.items()):
         strata[_group_stratum(members)].append(group_id)
+    # Cells too small to spread (rare condition combinations) share one pool, so they still reach val and test.
+    rare = sorted(s for s, ids in strata.items() if len(ids) < len(SPLITS))
+    if len(rare) > 1:
+        strata[RARE] = sorted(g for s in rare for g in strata.pop(s))
     rng = np.random.default_rng(seed)
     assignments: dict[str, str] = {}
     for stratum in sorted(strata):

@@ -1,0 +1,184 @@
+"""Locust scenarios against the skinserve service: real images to /analyze and /analyze_batch, reads of /model.
+
+    python -m locust -f loadtests/locustfile.py --host http://127.0.0.1:3000 [--images DIR] [AnalyzeUser ...]
+
+Users: `AnalyzeUser` (weight 10, one image per request), `BatchAnalyzeUser` (weight 2, `--batch-images` images per
+request) and `ModelInfoUser` (weight 1); tasks are tagged analyze, batch and model. Without `--images` the corpus
+is drawn once per process (loadtests/images.py: synthetic faces as JPEG and PNG at 256, 512 and 1024 px). With
+SKINSERVE_LOADTEST_SHAPE=step a step ramp (`StepLoadShape`) drives the users instead of -u/-r alone. The token
+comes from SKINSERVE_LOADTEST_TOKEN (an environment variable, so it stays out of `ps`).
+Run it through `skinserve loadtest` / `python -m loadtests`, which adds the reports; never import it elsewhere:
+Locust patches the standard library through gevent when imported.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+
+from locust import FastHttpUser, LoadTestShape, events, tag, task
+from locust.runners import MasterRunner, WorkerRunner
+from urllib3.filepost import encode_multipart_formdata
+
+from loadtests.images import CorpusImage, load_corpus, write_corpus
+
+IMAGES_ENV = "SKINSERVE_LOADTEST_IMAGES"
+TOKEN_ENV = "SKINSERVE_LOADTEST_TOKEN"
+SHAPE_ENV = "SKINSERVE_LOADTEST_SHAPE"
+TIMINGS_ENV = "SKINSERVE_LOADTEST_TIMINGS"
+TIMING_KEYS = ("decode_ms", "inference_ms", "total_ms", "batch_size")
+
+# Per process (Locust's model): the parsed options for events not handed the environment, the request bodies,
+# and the service's own `timings` of each answered analysis.
+_options: dict[str, object] = {}
+_single_bodies: list[tuple[bytes, str]] = []
+_batch_bodies: list[tuple[bytes, str, int]] = []
+_timings: list[list[float]] = []
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    group = parser.add_argument_group("skinserve")
+    group.add_argument("--images", default=os.environ.get(IMAGES_ENV, ""), help="Folder of JPEG/PNG/WebP files.")
+    group.add_argument("--batch-images", type=int, default=4, help="Images per /analyze_batch request.")
+    group.add_argument("--think-time", type=float, default=0.0, help="Seconds each user waits between requests.")
+    group.add_argument("--steps", type=int, default=4, help="Steps of the step shape, up to -u users in -t.")
+    group.add_argument("--timings-out", default=os.environ.get(TIMINGS_ENV, ""), help="JSON of answer timings.")
+
+
+@events.init.add_listener
+def _prepare(environment, **_kwargs) -> None:
+    options = environment.parsed_options
+    _options["parsed"] = options
+    if options is None or isinstance(environment.runner, MasterRunner):  # a master sends no requests
+        return
+    folder = options.images
+    if not folder:
+        folder = tempfile.mkdtemp(prefix="skinserve-loadtest-")
+        write_corpus(Path(folder))
+    corpus = load_corpus(Path(folder))
+    # Multipart bodies are encoded once here, not per request: the load generator shares the cores it measures.
+    _single_bodies[:] = [encode_multipart_formdata({"image": _field(image)}) for image in corpus]
+    count = max(1, min(options.batch_images, len(corpus)))
+    rotations = [[corpus[(start + i) % len(corpus)] for i in range(count)] for start in range(len(corpus))]
+    _batch_bodies[:] = [
+        (*encode_multipart_formdata([("images", _field(image)) for image in chosen]), count) for chosen in rotations
+    ]
+
+
+def _field(image: CorpusImage) -> tuple[str, bytes, str]:
+    return image.name, image.data, image.content_type
+
+
+@events.spawning_complete.add_listener
+def _reset_timings(user_count: int, **_kwargs) -> None:
+    options = _options.get("parsed")
+    if options is not None and options.reset_stats:  # as Locust resets its own stats when the ramp ends
+        _timings.clear()
+
+
+@events.report_to_master.add_listener
+def _send_timings(client_id: str, data: dict) -> None:
+    data["skinserve_timings"] = _timings[:]
+    _timings.clear()
+
+
+@events.worker_report.add_listener
+def _receive_timings(client_id: str, data: dict) -> None:
+    _timings.extend(data.get("skinserve_timings", []))
+
+
+@events.quitting.add_listener
+def _save_timings(environment, **_kwargs) -> None:
+    target = environment.parsed_options.timings_out if environment.parsed_options else ""
+    if target and not isinstance(environment.runner, WorkerRunner):
+        Path(target).write_text(json.dumps({"keys": TIMING_KEYS, "rows": _timings}))
+
+
+class SkinServeUser(FastHttpUser):
+    abstract = True
+    network_timeout = 120.0
+    connection_timeout = 30.0
+
+    def wait_time(self) -> float:
+        return self.environment.parsed_options.think_time if self.environment.parsed_options else 0.0
+
+    def on_start(self) -> None:
+        token = os.environ.get(TOKEN_ENV)
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def post_analysis(self, path: str, body: bytes, content_type: str, images: int) -> None:
+        headers = self.headers | {"Content-Type": content_type}
+        with self.client.post(path, data=body, headers=headers, catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+                return
+            try:
+                answer = response.json()
+            except ValueError:
+                response.failure(f"not JSON: {(response.text or '')[:200]}")
+                return
+            results = answer.get("results", [answer])
+            if len(results) != images or "conditions" not in results[0]:
+                response.failure(f"expected {images} analyses, got: {response.text[:200]}")
+                return
+            timings = results[0].get("timings", {})
+            _timings.append([float(timings.get(k, results[0].get(k, 0.0))) for k in TIMING_KEYS])
+
+
+class AnalyzeUser(SkinServeUser):
+    """One image per request, the product's main call."""
+
+    weight = 10
+
+    @tag("analyze")
+    @task
+    def analyze(self) -> None:
+        body, content_type = random.choice(_single_bodies)
+        self.post_analysis("/analyze", body, content_type, images=1)
+
+
+class BatchAnalyzeUser(SkinServeUser):
+    """Several images per request, as a client that uploads a photo series."""
+
+    weight = 2
+
+    @tag("batch")
+    @task
+    def analyze_batch(self) -> None:
+        body, content_type, count = random.choice(_batch_bodies)
+        self.post_analysis("/analyze_batch", body, content_type, images=count)
+
+
+class ModelInfoUser(SkinServeUser):
+    """A client that checks which model answers before it sends photos."""
+
+    weight = 1
+
+    @tag("model")
+    @task
+    def model_info(self) -> None:
+        with self.client.get("/model", headers=self.headers, catch_response=True) as response:
+            if response.status_code != 200 or b'"version"' not in (response.content or b""):
+                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+
+
+class StepLoadShape(LoadTestShape):
+    """A step ramp: `--steps` equal steps up to -u users, each held for an equal share of -t, spawned at -r/s."""
+
+    abstract = os.environ.get(SHAPE_ENV, "") != "step"  # Locust runs any concrete shape it finds in the file
+    use_common_options = True
+
+    def tick(self) -> tuple[int, float] | None:
+        options = self.runner.environment.parsed_options
+        run_time = options.run_time or 60
+        steps = max(1, options.steps)
+        elapsed = self.get_run_time()
+        if elapsed >= run_time:
+            return None
+        step = min(steps, int(elapsed // (run_time / steps)) + 1)
+        users = max(1, round((options.num_users or steps) * step / steps))
+        return users, options.spawn_rate or users

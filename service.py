@@ -34,6 +34,7 @@ from skinserve.serving import (
     pack_logits,
     prepare_upload,
     responses_for,
+    retried_once,
     unpack_logits,
 )
 from skinserve.storage import open_storage
@@ -179,7 +180,7 @@ class SkinService:
             await anyio.to_thread.run_sync(prepare_upload, b, self.preprocessing, SETTINGS.limits) for b in blobs
         ]
         decoded = time.perf_counter()
-        packed = await self.model.to_async.predict(np.stack([u.array for u in uploads]))
+        packed = await retried_once(self.model.to_async.predict, np.stack([u.array for u in uploads]))
         inferred = time.perf_counter()
         conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
         results = []

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi.responses import JSONResponse
@@ -94,6 +96,25 @@ def prepare_upload(data: bytes, pre: Preprocessing, limits: UploadLimits) -> Pre
     upload = decode_upload(data, limits, min_side=pre.resize_size)
     array = normalized_array(resize_and_crop(upload.image, pre), pre)
     return PreparedUpload(array, data, upload.sha256, upload.width, upload.height, upload.nbytes, upload.format)
+
+
+async def retried_once(call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """`call(*args)`, once more if the connection to the model service broke: inference has no side effects.
+
+    The API worker keeps connections to the model worker alive; one the model side has already closed fails on
+    its first write (aiohttp's ClientConnectionResetError / ServerDisconnectedError), which answered clients with a
+    500 under load; one closed while its answer was being read raises aiohttp's RuntimeError("Connection closed.").
+    A second attempt opens a fresh connection.
+    """
+    import aiohttp
+
+    try:
+        return await call(*args)
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and str(err) != "Connection closed.":
+            raise
+        logger.warning("model service connection broke (%s: %s); retrying once", type(err).__name__, err)
+        return await call(*args)
 
 
 def authorized_client(request: Request, api_keys: tuple[str, ...]) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -59,6 +60,15 @@ def build_tiny_export(workdir: Path) -> dict[str, str]:
     ]
     subprocess.run(export, check=True, env=env, cwd=REPO, capture_output=True, timeout=600)
     return {"BENTOML_HOME": str(workdir / "bentoml"), "SKINSERVE_MODEL_TAG": "skin-classifier:test"}
+
+
+def shared_tiny_export(tmp_path_factory) -> dict[str, str]:
+    """One tiny export per pytest session (about a minute to train and export), shared by the modules using it."""
+    root = tmp_path_factory.getbasetemp() / "tiny-export"
+    if not (root / "env.json").is_file():
+        root.mkdir(exist_ok=True)
+        (root / "env.json").write_text(json.dumps(build_tiny_export(root)))
+    return json.loads((root / "env.json").read_text())
 
 
 @dataclass

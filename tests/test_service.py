@@ -24,7 +24,7 @@ from skinserve.db.models import PredictionLog
 from skinserve.labels import CONDITIONS
 
 from .conftest import free_port
-from .servers import REPO, build_tiny_export, encoded, start_server
+from .servers import REPO, encoded, shared_tiny_export, start_server
 
 pytestmark = pytest.mark.postgres
 
@@ -40,7 +40,7 @@ def face_jpeg(tmp_path_factory) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, postgres_url):
     workdir = tmp_path_factory.mktemp("service")
-    env = build_tiny_export(workdir) | {
+    env = shared_tiny_export(tmp_path_factory) | {
         "SKINSERVE_DATABASE_URL": postgres_url,
         "SKINSERVE_DATA_DIR": str(workdir / "data"),
         "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
@@ -221,9 +221,9 @@ def test_requests_succeed_while_postgres_is_down_and_every_row_lands_after(serve
     assert duplicates == 0
 
 
-def test_the_service_module_imports_no_training_code_torch_or_locust(server):
+def test_the_service_module_imports_no_training_code_torch_or_locust(tmp_path_factory):
     probe = "import sys, service; print(sorted(m for m in ('torch', 'timm', 'train', 'locust') if m in sys.modules))"
-    env = {"BENTOML_HOME": str(Path(server.log).parent / "bentoml"), "SKINSERVE_MODEL_TAG": "skin-classifier:test"}
+    env = shared_tiny_export(tmp_path_factory)
     result = subprocess.run(
         [sys.executable, "-c", probe], cwd=REPO, env=os.environ | env, capture_output=True, text=True, timeout=120
     )

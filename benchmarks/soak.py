@@ -1,0 +1,241 @@
+"""Soak: the service at a fixed fraction of its measured capacity for N minutes; error rate, p99 and memory per window.
+
+    python benchmarks/soak.py [--url http://127.0.0.1:3000 --server-pid PID | --bento-home DIR --model-tag TAG]
+                              [--minutes 10] [--fraction 0.7] [--window-s 60] [--out runs/soak]
+    python benchmarks/soak.py --short        # CI: 2 minutes in 15 s windows
+
+Capacity is measured first (closed loop, --users concurrent clients, --capacity-s seconds); the soak then sends an
+open-loop constant rate of --fraction x capacity, one image a request. Per window: requests, errors, error rate, p50,
+p99, and the resident memory of the server's whole process tree (arbiter + workers). The first window is warm-up.
+Exits 1 when memory grows more than --max-memory-growth (10%) from the first window after warm-up to the last, or
+the last window's p99 drifts more than --max-p99-drift (50%) from that first window's. Without --url it starts
+`bentoml serve` itself, on --bento-home/--model-tag or, when neither is given, on the tests' tiny exported model.
+Prints a table and saves JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", help="A running service (else one is started here).")
+    parser.add_argument("--server-pid", type=int, help="Root pid of --url's server, for its memory.")
+    parser.add_argument("--bento-home", type=Path)
+    parser.add_argument("--model-tag", default="skin-classifier:test")
+    parser.add_argument("--database-url", default="", help="SKINSERVE_DATABASE_URL of a started server.")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--fraction", type=float, default=0.7, help="Share of the measured capacity to send.")
+    parser.add_argument("--window-s", type=float, default=60.0, help="Seconds per reported window.")
+    parser.add_argument("--users", type=int, default=8, help="Concurrent clients when measuring capacity.")
+    parser.add_argument("--capacity-s", type=float, default=20.0)
+    parser.add_argument("--max-memory-growth", type=float, default=0.10)
+    parser.add_argument("--max-p99-drift", type=float, default=0.50)
+    parser.add_argument("--short", action="store_true", help="CI mode: --minutes 2 --window-s 15 --capacity-s 10.")
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "soak")
+    args = parser.parse_args(argv)
+    if args.short:
+        args.minutes, args.window_s, args.capacity_s = 2.0, 15.0, 10.0
+    return args
+
+
+def face_jpeg() -> bytes:
+    import io
+
+    from skinserve.data.synth import FaceSpec, draw_face
+
+    buffer = io.BytesIO()
+    draw_face(FaceSpec(), 256).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def tree_rss(pid: int) -> int:
+    root = psutil.Process(pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def one_request(client: httpx.Client, image: bytes) -> tuple[float, int]:
+    started = time.perf_counter()
+    try:
+        status = client.post("/analyze", content=image, headers={"content-type": "image/jpeg"}).status_code
+    except httpx.HTTPError:
+        status = 0
+    return time.perf_counter() - started, status
+
+
+def measure_capacity(url: str, image: bytes, users: int, seconds: float) -> float:
+    """Requests per second with `users` clients sending back to back (closed loop)."""
+    done, stop = [0], time.monotonic() + seconds
+    lock = threading.Lock()
+
+    def user() -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            while time.monotonic() < stop:
+                _, status = one_request(client, image)
+                if status == 200:
+                    with lock:
+                        done[0] += 1
+
+    threads = [threading.Thread(target=user) for _ in range(users)]
+    started = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return done[0] / (time.monotonic() - started)
+
+
+def soak(url: str, pid: int, image: bytes, rate: float, seconds: float, window_s: float) -> list[dict]:
+    """Open loop at `rate` req/s; per window: requests, errors, latencies, and the server tree's RSS (max)."""
+    records: list[tuple[float, float, int]] = []  # sent (s from start), latency, status
+    memory: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    local = threading.local()
+    start = time.monotonic()
+
+    def send(at: float) -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=60)
+        latency, status = one_request(local.client, image)
+        with lock:
+            records.append((at, latency, status))
+
+    def sample_memory() -> None:
+        while time.monotonic() - start < seconds:
+            memory.append((time.monotonic() - start, tree_rss(pid)))
+            time.sleep(2)
+
+    sampler = threading.Thread(target=sample_memory, daemon=True)
+    sampler.start()
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        n = 0
+        while (at := n / rate) < seconds:
+            delay = start + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(send, at)
+            n += 1
+    sampler.join()
+    windows = []
+    for w in range(int(np.ceil(seconds / window_s))):
+        lo, hi = w * window_s, (w + 1) * window_s
+        inside = [r for r in records if lo <= r[0] < hi]
+        latencies = np.array([r[1] for r in inside if r[2] == 200]) * 1e3
+        errors = sum(1 for r in inside if r[2] != 200)
+        rss = [m for t, m in memory if lo <= t < hi] or [memory[-1][1]]
+        windows.append(
+            {
+                "window": w,
+                "requests": len(inside),
+                "errors": errors,
+                "error_rate": errors / max(1, len(inside)),
+                "error_statuses": {str(s): sum(1 for r in inside if r[2] == s) for s in {r[2] for r in inside} - {200}},
+                "p50_ms": float(np.percentile(latencies, 50)) if len(latencies) else None,
+                "p99_ms": float(np.percentile(latencies, 99)) if len(latencies) else None,
+                "rss_mb": max(rss) / 2**20,
+            }
+        )
+    return windows
+
+
+def verdict(windows: list[dict], max_growth: float, max_drift: float) -> dict:
+    """Window 0 is warm-up; the first window after it is the baseline for memory and p99."""
+    base, last = windows[1] if len(windows) > 1 else windows[0], windows[-1]
+    growth = last["rss_mb"] / base["rss_mb"] - 1
+    drift = (last["p99_ms"] / base["p99_ms"] - 1) if base["p99_ms"] and last["p99_ms"] else float("inf")
+    errors = sum(w["errors"] for w in windows)
+    return {
+        "memory_growth": growth,
+        "p99_drift": drift,
+        "errors": errors,
+        "error_rate": errors / max(1, sum(w["requests"] for w in windows)),
+        "passed": growth <= max_growth and drift <= max_drift,
+    }
+
+
+def started_server(args: argparse.Namespace):
+    """`bentoml serve` on the given model, or on the tests' tiny export built here (about a minute)."""
+    sys.path.insert(0, str(REPO))
+    from tests.conftest import free_port
+    from tests.servers import build_tiny_export, start_server
+
+    workdir = Path(tempfile.mkdtemp(prefix="skinserve-soak-"))
+    if args.bento_home:
+        env = {"BENTOML_HOME": str(args.bento_home), "SKINSERVE_MODEL_TAG": args.model_tag}
+    else:
+        print("building the tests' tiny export ...", flush=True)
+        env = build_tiny_export(workdir)
+    env |= {"SKINSERVE_DATA_DIR": str(workdir / "data"), "SKINSERVE_SPOOL_DIR": str(workdir / "spool")}
+    if args.database_url:
+        env["SKINSERVE_DATABASE_URL"] = args.database_url
+    return start_server(env, free_port(), workdir / "server.log")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    server = None if args.url else started_server(args)
+    url, pid = (args.url, args.server_pid) if args.url else (server.url, server.process.pid)
+    if pid is None:
+        raise SystemExit("--server-pid is needed with --url (the memory of the server's process tree is measured)")
+    try:
+        image = face_jpeg()
+        capacity = measure_capacity(url, image, args.users, args.capacity_s)
+        rate = args.fraction * capacity
+        print(
+            f"capacity {capacity:.1f} req/s with {args.users} users; soaking at {rate:.1f} req/s "
+            f"for {args.minutes:g} min",
+            flush=True,
+        )
+        windows = soak(url, pid, image, rate, args.minutes * 60, args.window_s)
+    finally:
+        if server is not None:
+            server.stop()
+    result = verdict(windows, args.max_memory_growth, args.max_p99_drift)
+    print(f"\n{'window':>6} {'requests':>8} {'errors':>6} {'err %':>6} {'p50 ms':>8} {'p99 ms':>8} {'RSS MB':>8}")
+    for w in windows:
+        p50, p99 = (f"{w[k]:8.1f}" if w[k] is not None else "       -" for k in ("p50_ms", "p99_ms"))
+        print(
+            f"{w['window']:>6} {w['requests']:>8} {w['errors']:>6} {w['error_rate'] * 100:>6.2f} {p50} {p99} "
+            f"{w['rss_mb']:>8.1f}"
+        )
+    print(
+        f"\nmemory growth {result['memory_growth'] * 100:+.1f}% (limit {args.max_memory_growth * 100:.0f}%), "
+        f"p99 drift {result['p99_drift'] * 100:+.1f}% (limit {args.max_p99_drift * 100:.0f}%), "
+        f"errors {result['errors']} ({result['error_rate'] * 100:.2f}%): {'PASS' if result['passed'] else 'FAIL'}"
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "capacity_rps": capacity,
+        "rate_rps": rate,
+        "fraction": args.fraction,
+        "minutes": args.minutes,
+        "window_s": args.window_s,
+        "windows": windows,
+        **result,
+    }
+    (args.out / "soak.json").write_text(json.dumps(report, indent=2))
+    return 0 if result["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -63,6 +63,8 @@ rejections_counter = bentoml.metrics.Counter(
     workers=SETTINGS.model_workers,
     resources={"gpu": SETTINGS.gpus} if SETTINGS.gpus else {"cpu": "1"},
     traffic={"timeout": SETTINGS.timeout_s, "max_concurrency": SETTINGS.max_concurrency},
+    # BentoML's client to a dependency otherwise closes its session every 100 calls, cutting calls in flight.
+    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
 )
 class SkinModel:
     stored = bentoml.models.BentoModel(SETTINGS.model_tag)

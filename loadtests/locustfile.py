@@ -13,6 +13,7 @@ Locust patches the standard library through gevent when imported.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from locust import FastHttpUser, LoadTestShape, events, tag, task
 from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 from urllib3.filepost import encode_multipart_formdata
 
 from loadtests.images import CorpusImage, load_corpus, write_corpus
@@ -31,12 +33,15 @@ SHAPE_ENV = "SKINSERVE_LOADTEST_SHAPE"
 TIMINGS_ENV = "SKINSERVE_LOADTEST_TIMINGS"
 TIMING_KEYS = ("decode_ms", "inference_ms", "total_ms", "batch_size")
 
+MAX_TIMINGS = 100_000  # a uniform sample beyond this: an hour at 3,000 requests/s would hold ~1 GB of lists
+
 # Per process (Locust's model): the parsed options for events not handed the environment, the request bodies,
-# and the service's own `timings` of each answered analysis.
+# and the service's own `timings` of answered analyses (with how many were seen, for the sample).
 _options: dict[str, object] = {}
 _single_bodies: list[tuple[bytes, str]] = []
 _batch_bodies: list[tuple[bytes, str, int]] = []
 _timings: list[list[float]] = []
+_seen = [0]
 
 
 @events.init_command_line_parser.add_listener
@@ -73,29 +78,58 @@ def _field(image: CorpusImage) -> tuple[str, bytes, str]:
     return image.name, image.data, image.content_type
 
 
+def _keep_timings(rows: list[list[float]]) -> None:
+    """Reservoir sampling (Algorithm R): every answer has the same chance to be among the MAX_TIMINGS kept."""
+    for row in rows:
+        _seen[0] += 1
+        if len(_timings) < MAX_TIMINGS:
+            _timings.append(row)
+        elif (slot := random.randrange(_seen[0])) < MAX_TIMINGS:
+            _timings[slot] = row
+
+
 @events.spawning_complete.add_listener
 def _reset_timings(user_count: int, **_kwargs) -> None:
     options = _options.get("parsed")
     if options is not None and options.reset_stats:  # as Locust resets its own stats when the ramp ends
         _timings.clear()
+        _seen[0] = 0
 
 
 @events.report_to_master.add_listener
 def _send_timings(client_id: str, data: dict) -> None:
     data["skinserve_timings"] = _timings[:]
     _timings.clear()
+    _seen[0] = 0
 
 
 @events.worker_report.add_listener
 def _receive_timings(client_id: str, data: dict) -> None:
-    _timings.extend(data.get("skinserve_timings", []))
+    _keep_timings(data.get("skinserve_timings", []))
 
 
 @events.quitting.add_listener
-def _save_timings(environment, **_kwargs) -> None:
-    target = environment.parsed_options.timings_out if environment.parsed_options else ""
-    if target and not isinstance(environment.runner, WorkerRunner):
-        Path(target).write_text(json.dumps({"keys": TIMING_KEYS, "rows": _timings}))
+def _write_final_reports(environment, **_kwargs) -> None:
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, WorkerRunner):
+        return
+    if options.csv_prefix:
+        # Locust rewrites _stats.csv once a second and not at exit, so the file misses the last second's requests
+        # that its HTML report and printed summary count: write it once more, with its own writer, from the final
+        # stats (the users have stopped when `quitting` fires).
+        with open(f"{options.csv_prefix}_stats.csv", "w", newline="") as handle:
+            StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(handle))
+    if options.timings_out:
+        Path(options.timings_out).write_text(json.dumps({"keys": TIMING_KEYS, "rows": _timings}))
+
+
+def _refusal(response) -> str:
+    """The failure as Locust will group it: status and the service's `error`, without the per-request id."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    return f"HTTP {response.status_code}: {error or (response.text or '')[:200]}"
 
 
 class SkinServeUser(FastHttpUser):
@@ -114,7 +148,7 @@ class SkinServeUser(FastHttpUser):
         headers = self.headers | {"Content-Type": content_type}
         with self.client.post(path, data=body, headers=headers, catch_response=True) as response:
             if response.status_code != 200:
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+                response.failure(_refusal(response))
                 return
             try:
                 answer = response.json()
@@ -125,8 +159,9 @@ class SkinServeUser(FastHttpUser):
             if len(results) != images or "conditions" not in results[0]:
                 response.failure(f"expected {images} analyses, got: {response.text[:200]}")
                 return
-            timings = results[0].get("timings", {})
-            _timings.append([float(timings.get(k, results[0].get(k, 0.0))) for k in TIMING_KEYS])
+            first = results[0]
+            measured = first.get("timings", {}) | {"batch_size": first.get("batch_size", 0)}
+            _keep_timings([[float(measured.get(key, 0.0)) for key in TIMING_KEYS]])
 
 
 class AnalyzeUser(SkinServeUser):
@@ -158,12 +193,16 @@ class ModelInfoUser(SkinServeUser):
 
     weight = 1
 
+    def wait_time(self) -> float:
+        # At least a second: with no wait, one such user would send more requests than all the others together.
+        return max(1.0, super().wait_time())
+
     @tag("model")
     @task
     def model_info(self) -> None:
         with self.client.get("/model", headers=self.headers, catch_response=True) as response:
             if response.status_code != 200 or b'"version"' not in (response.content or b""):
-                response.failure(f"HTTP {response.status_code}: {(response.text or '')[:200]}")
+                response.failure(_refusal(response))
 
 
 class StepLoadShape(LoadTestShape):

@@ -331,8 +331,14 @@ def _register_stage_commands() -> None:
     try:
         from export.cli import export_command
     except ImportError:
+        pass
+    else:
+        app.command("export")(export_command)
+    try:
+        from loadtests.runner import loadtest_command  # runs Locust as a subprocess; never imports it
+    except ImportError:
         return
-    app.command("export")(export_command)
+    app.command("loadtest")(loadtest_command)
 
 
 _register_stage_commands()

@@ -56,8 +56,10 @@ def create_backbone(name: str, img_size: int, pretrained: bool = False, weights:
         kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(weights)}}
     elif pretrained:
         if not _hub_reachable():
-            raise ModelError(f"pretrained weights for {name} need the Hugging Face hub, which is not reachable from "
-                             "here: pass --weights FILE with a local timm/PyTorch weights file, or train from scratch")
+            raise ModelError(
+                f"pretrained weights for {name} need the Hugging Face hub, which is not reachable from "
+                "here: pass --weights FILE with a local timm/PyTorch weights file, or train from scratch"
+            )
         kwargs["pretrained"] = True
     try:
         return timm.create_model(name, **kwargs)

@@ -435,7 +435,8 @@ class PredictionLogWriter:
             with self._lock:
                 while self._overflow and len(batch) < self._batch_size:
                     batch.append(self._overflow.popleft())
-        busy = bool(batch or self._replays) or self._stopping.is_set()
+        # Spooled rows wait for the database: while it is down they must not turn this into a busy loop.
+        busy = bool(batch) or (bool(self._replays) and self._db_due()) or self._stopping.is_set()
         wait = 0.0 if busy else self._flush_interval_s
         deadline = time.monotonic() + wait
         while len(batch) < self._batch_size:

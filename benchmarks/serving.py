@@ -1,0 +1,477 @@
+"""Serving speed in one run, same model, same images: raw runtime, decode alone, and the service batched and not.
+
+    python benchmarks/serving.py [--bento-home DIR --model-tag TAG | --checkpoint PT | --backbone NAME --img-size N]
+                                 [--users 1,8,32,128] [--seconds 20] [--images DIR | --sizes 256 --formats jpeg]
+                                 [--api-workers 1] [--model-workers 2] [--ort-threads 1] [--max-batch-size 64]
+                                 [--max-latency-ms 10000] [--locust-processes 1] [--out runs/bench-serving]
+
+(a) the raw runtime at each batch size (no HTTP, no decode), (d) decode + preprocess alone on all cores, then the
+service (`bentoml serve`) with adaptive batching (b) and with batching off, max batch 1 (c), each swept over
+concurrent Locust users (closed loop, no wait) for --seconds a level. Per level it also records where the time
+went: the service's own answer `timings`, BentoML's /metrics (mean batch, time inside the model service) and the
+CPU seconds each process used. Without a model given it trains one epoch of --backbone from scratch on synthetic
+faces (its quality is irrelevant to speed) and exports ONNX. Prints a table and the ratios, saves JSON and a PNG.
+
+The defaults suit a 2-core CPU box, as measured there: one ONNX Runtime thread per model worker and one worker per
+core (two intra-op threads in one worker doubled the model's CPU per image beside the API process's threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from loadtests.images import load_corpus, write_corpus
+from loadtests.runner import REPO, LoadTestConfig, run_locust, running_service, service_timings, summarise
+
+CONFIGS = ("batched", "unbatched")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench-serving")
+    parser.add_argument("--bento-home", type=Path, help="A BentoML home whose store holds --model-tag.")
+    parser.add_argument("--model-tag", default="skin-classifier:bench")
+    parser.add_argument("--checkpoint", type=Path, help="Export this checkpoint instead of training one.")
+    parser.add_argument("--backbone", default="efficientnet_b0", help="timm backbone to train when none is given.")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--users", default="1,8,32,128", help="Concurrency levels of the sweep.")
+    parser.add_argument("--seconds", type=int, default=20, help="Seconds of load per level (after the ramp).")
+    parser.add_argument("--images", type=Path, help="Folder of images (default: synthetic, --sizes x --formats).")
+    parser.add_argument("--sizes", default="256", help="Synthetic image sides, comma-separated.")
+    parser.add_argument("--formats", default="jpeg", help="Synthetic image formats: jpeg, png.")
+    parser.add_argument("--api-workers", type=int, default=1, help="SKINSERVE_API_WORKERS.")
+    parser.add_argument("--ort-threads", type=int, default=1, help="SKINSERVE_ORT_THREADS of the model service.")
+    parser.add_argument("--model-workers", type=int, default=2, help="SKINSERVE_MODEL_WORKERS (one per core here).")
+    parser.add_argument("--max-batch-size", type=int, default=64, help="SKINSERVE_MAX_BATCH_SIZE when batched.")
+    parser.add_argument("--max-latency-ms", type=int, default=10000, help="SKINSERVE_MAX_LATENCY_MS.")
+    parser.add_argument("--locust-processes", type=int, default=1, help="Locust processes generating load.")
+    parser.add_argument("--batch-sizes", default="1,8,32,64", help="Batch sizes of the raw runtime rows.")
+    parser.add_argument("--database-url", help="The prediction log's database (default: SQLite under --out).")
+    return parser.parse_args(argv)
+
+
+# --- the model and the images --------------------------------------------------------------------------------
+
+
+def prepared_model(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(BentoML home, export directory) of the model under test, trained and exported here when none is given."""
+    if args.bento_home:
+        return args.bento_home, stored_model_path(args.bento_home, args.model_tag)
+    home, work = args.out / "bentoml", args.out / "model"
+    env = os.environ | {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    checkpoint = args.checkpoint or work / "run" / "best.pt"
+    if not checkpoint.is_file():
+        from skinserve.data.synth import SynthConfig, write_synthetic_set
+
+        write_synthetic_set(work / "shine", SynthConfig(per_class=1, size=args.img_size, seed=3))
+        train = ["--data", str(work / "shine"), "--out", str(work / "run"), "--model", args.backbone]
+        train += ["--img-size", str(args.img_size), "--epochs", "1", "--workers", "0", "--scratch"]
+        _stage(["-m", "train", *train, "--no-registry", "--no-progress"], env)
+    if not (home / "models").is_dir():
+        name, version = args.model_tag.split(":")
+        export = ["-m", "export", str(checkpoint), "--formats", "onnx", "--out", str(work / "export"), "--bento"]
+        _stage([*export, "--name", name, "--version", version], env)
+    return home, stored_model_path(home, args.model_tag)
+
+
+def _stage(arguments: list[str], env: dict[str, str]) -> None:
+    print(f"running: python {' '.join(arguments)}", flush=True)
+    subprocess.run([sys.executable, *arguments], check=True, env=env, cwd=REPO, timeout=1800)
+
+
+def stored_model_path(home: Path, tag: str) -> Path:
+    """The model's folder in the store (its manifest and artifacts), asked of BentoML in a process of its own."""
+    probe = f"import bentoml; print(bentoml.models.get({tag!r}).path)"
+    env = os.environ | {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def image_folder(args: argparse.Namespace) -> Path:
+    if args.images:
+        return args.images
+    folder = args.out / "images"
+    if not any(folder.glob("*")):
+        sizes = [int(s) for s in args.sizes.split(",")]
+        write_corpus(folder, sizes=sizes, formats=args.formats.split(","), faces=8)
+    return folder
+
+
+# --- (a) raw runtime and (d) decode --------------------------------------------------------------------------
+
+
+def raw_runtime(export_dir: Path, batch_sizes: list[int], sessions: int, threads: int) -> list[dict[str, Any]]:
+    """ExportedModel.predict on random normalised input, `sessions` models called side by side (ONNX Runtime
+    releases the GIL), `threads` intra-op threads each, ~2 s per batch size: wall-clock images/s, and this
+    process's CPU ms per image (what the model costs, whatever else runs on the machine)."""
+    from skinserve.runtime import load_exported_model
+
+    models = [load_exported_model(export_dir, "auto", threads=threads) for _ in range(sessions)]
+    side = int(models[0].manifest["preprocessing"]["input_size"])
+    rows = []
+    for size in batch_sizes:
+        batch = np.random.default_rng(0).standard_normal((size, 3, side, side)).astype(np.float32)
+        for model in models:
+            model.predict(batch)  # first call of a shape pays its setup
+        cpu, start = time.process_time(), time.perf_counter()
+        with ThreadPoolExecutor(sessions) as pool:
+            runs = pool.map(_calls_for, models, [batch] * sessions, [2.0] * sessions)
+            times = [t for calls in runs for t in calls]
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        row = {"runtime": models[0].runtime, "sessions": sessions, "threads": threads, "batch": size}
+        row |= {"median_ms": float(np.median(times)) * 1e3, "images_per_s": len(times) * size / wall}
+        rows.append(row | {"cpu_ms_per_image": cpu * 1e3 / (len(times) * size)})
+    return rows
+
+
+def _calls_for(model, batch: np.ndarray, seconds: float) -> list[float]:
+    times: list[float] = []
+    while sum(times) < seconds or len(times) < 3:
+        start = time.perf_counter()
+        model.predict(batch)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def decode_alone(export_dir: Path, images: Path, threads: int, seconds: float = 3.0) -> dict[str, Any]:
+    """prepare_upload (validate, decode, resize, crop, normalise) over the images: CPU ms per image on one thread,
+    then images/s on `threads` threads."""
+    from skinserve.images import UploadLimits
+    from skinserve.manifest import load_manifest, preprocessing_of
+    from skinserve.serving import prepare_upload
+
+    pre = preprocessing_of(load_manifest(export_dir))
+    blobs = [image.data for image in load_corpus(images)]
+    cpu = time.thread_time()
+    for i in range(3 * len(blobs)):
+        prepare_upload(blobs[i % len(blobs)], pre, UploadLimits())
+    cpu_ms = (time.thread_time() - cpu) * 1e3 / (3 * len(blobs))
+    done, deadline = 0, time.perf_counter() + seconds
+    with ThreadPoolExecutor(threads) as pool:
+        start = time.perf_counter()
+        while time.perf_counter() < deadline:
+            list(pool.map(lambda b: prepare_upload(b, pre, UploadLimits()), blobs))
+            done += len(blobs)
+        elapsed = time.perf_counter() - start
+    return {"threads": threads, "cpu_ms_per_image": cpu_ms, "images_per_s": done / elapsed}
+
+
+# --- (b), (c): the service under Locust ----------------------------------------------------------------------
+
+
+def service_env(args: argparse.Namespace, home: Path, batched: bool) -> dict[str, str]:
+    return {
+        # BentoML 1.4 closes its client session to SkinModel every 100 calls, cutting the calls in flight on it
+        # ("Server disconnected"; service.py retries them once, so their model work is done twice). Kept out of
+        # the figures until service.py sets runner_connection on SkinModel; harmless after.
+        "BENTOML_CONFIG_OPTIONS": (
+            "services.skin_model.runner_connection.max_requests=2147483647 "
+            "services.skin_model.runner_connection.max_age=1000000000.0"
+        ),
+        "BENTOML_HOME": str(home),
+        "SKINSERVE_MODEL_TAG": args.model_tag,
+        "SKINSERVE_MAX_BATCH_SIZE": str(args.max_batch_size if batched else 1),
+        "SKINSERVE_MAX_LATENCY_MS": str(args.max_latency_ms),
+        "SKINSERVE_API_WORKERS": str(args.api_workers),
+        "SKINSERVE_ORT_THREADS": str(args.ort_threads),
+        "SKINSERVE_MODEL_WORKERS": str(args.model_workers),
+        "SKINSERVE_DATABASE_URL": args.database_url,
+        "SKINSERVE_DATA_DIR": str(args.out / "data"),
+        "SKINSERVE_SPOOL_DIR": str(args.out / "data" / "spool"),
+    }
+
+
+def migrated_database(args: argparse.Namespace) -> str:
+    """The prediction log's database at the current schema: without its table the writer spools every row and
+    retries, which is an outage to measure separately, not the steady state."""
+    from skinserve.db import migrate
+
+    url = args.database_url or f"sqlite:///{args.out / 'data' / 'skinserve.db'}"
+    (args.out / "data").mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(url)
+    return url
+
+
+def sweep(args: argparse.Namespace, home: Path, images: Path, levels: list[int]) -> list[dict]:
+    """Both services up at once, measured in turn at each level (batched, then unbatched): slow drift in what
+    else the machine runs then lands on both alike instead of on one whole sweep."""
+    rows: list[dict] = []
+    with ExitStack() as stack:
+        services = {}
+        for name in CONFIGS:
+            env = service_env(args, own_bentoml_home(home, args.out / name), name == "batched")
+            services[name] = stack.enter_context(running_service(env, args.out / name / "service.log"))
+            _warm_up(services[name].url, images)
+        for users in levels:
+            for name, service in services.items():
+                rows.append(measured_level(args, name, service, images, users))
+                print(table(rows[-1:], header=len(rows) == 1), flush=True)
+    return sorted(rows, key=lambda r: (CONFIGS.index(r["config"]), r["users"]))
+
+
+def own_bentoml_home(store: Path, folder: Path) -> Path:
+    """A BentoML home of its own around the shared model store: `bentoml serve` wipes its home's
+    prometheus_multiproc_dir when it starts, which would erase the metrics of a service already running."""
+    home = folder / "bentoml"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to((store / "models").resolve(), target_is_directory=True)
+    return home
+
+
+def measured_level(args: argparse.Namespace, name: str, service, images: Path, users: int) -> dict[str, Any]:
+    """One closed-loop Locust run at `users`, with what the service, Locust and the machine spent meanwhile."""
+    out = args.out / name / f"users{users:03d}"
+    out.mkdir(parents=True, exist_ok=True)
+    config = LoadTestConfig(out, service.url, users, float(users), f"{args.seconds + 2}s", scenario="analyze")
+    config = dataclasses.replace(config, images=images, reset_stats=True, workers=args.locust_processes)
+    before = (_metrics(service.url), _cpu_seconds(service.pid), _children_cpu(), _machine_cpu())
+    summary = summarise(run_locust(config, service.url, images))["total"]
+    after = (_metrics(service.url), _cpu_seconds(service.pid), _children_cpu(), _machine_cpu())
+    cpu = {k: after[1].get(k, 0.0) - before[1].get(k, 0.0) for k in after[1]} | {"locust": after[2] - before[2]}
+    # Whatever else ran on the machine meanwhile (other users' jobs): the noise in these figures.
+    cpu["foreign"] = max(0.0, after[3] - before[3] - sum(cpu.values()))
+    row = {"config": name, "users": users, **summary, "answers": service_timings(out / "timings.json")}
+    return row | {"metrics": _metric_deltas(before[0], after[0]), "cpu_s": cpu, "loadavg": os.getloadavg()[0]}
+
+
+def _warm_up(url: str, images: Path) -> None:
+    import httpx
+
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for image in load_corpus(images)[:8]:
+            client.post("/analyze", files={"image": (image.name, image.data, image.content_type)}).raise_for_status()
+
+
+def _metrics(url: str) -> dict[tuple[str, tuple], float]:
+    """BentoML's /metrics as {(sample name, labels): value}, parsed by prometheus_client."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    samples = {}
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics", timeout=30).text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def _metric_deltas(before: dict, after: dict) -> dict[str, float | None]:
+    def total(values: dict, name: str, **labels: str) -> float:
+        return sum(v for (n, ls), v in values.items() if n == name and set(labels.items()) <= set(ls))
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    calls = delta("skinserve_model_batch_size_count")
+    analyses = delta("bentoml_service_request_duration_seconds_count", endpoint="/analyze", service_name="skinserve")
+    predicts = delta("bentoml_service_request_duration_seconds_count", endpoint="/predict", service_name="skin_model")
+    api_s = delta("bentoml_service_request_duration_seconds_sum", endpoint="/analyze", service_name="skinserve")
+    model_s = delta("bentoml_service_request_duration_seconds_sum", endpoint="/predict", service_name="skin_model")
+    return {
+        "model_calls": calls,
+        "mean_batch": delta("skinserve_model_batch_size_sum") / calls if calls else None,
+        "api_mean_ms": api_s / analyses * 1e3 if analyses else None,  # inside the API server, per /analyze
+        "model_service_mean_ms": model_s / predicts * 1e3 if predicts else None,  # queue + model, per request
+    }
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children: after run_locust returns, Locust's are among them."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _machine_cpu() -> float:
+    """Busy CPU seconds of the whole machine so far (/proc/stat: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(root: int) -> dict[str, float]:
+    """CPU seconds used so far by the service's processes (its workers start sessions of their own, so they are
+    found as descendants of `root`), by role, from /proc's utime + stime."""
+    tick = os.sysconf("SC_CLK_TCK")
+    processes: dict[int, tuple[int, str, float]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            command = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        processes[int(stat.parent.name)] = (int(fields[1]), command, (int(fields[11]) + int(fields[12])) / tick)
+    used = {"api": 0.0, "model": 0.0, "other": 0.0}
+    for pid, (_parent, command, seconds) in processes.items():
+        ancestor = pid
+        while ancestor not in (root, 0, 1) and ancestor in processes:
+            ancestor = processes[ancestor][0]
+        if ancestor == root:
+            role = "model" if "--service-name skin_model" in command else "api" if "--service-name" in command else ""
+            used[role or "other"] += seconds
+    return used
+
+
+# --- report ----------------------------------------------------------------------------------------------------
+
+
+def table(rows: list[dict], header: bool = True) -> str:
+    columns = f"{'config':<10} {'users':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'batch':>5} "
+    columns += f"{'decode':>7} {'infer':>7} {'svc':>7} {'api cpu':>7} {'mdl cpu':>7} {'lct cpu':>7} {'foreign':>7}"
+    lines = [columns, "-" * len(columns)] if header else []
+    for r in rows:
+        answers, metrics, cpu, n = r["answers"] or {}, r["metrics"], r["cpu_s"], max(1, r["requests"])
+
+        def median(key: str, answers: dict = answers) -> float:
+            return answers.get(key, {}).get("p50", float("nan"))
+
+        lines.append(
+            f"{r['config']:<10} {r['users']:>5} {r['requests_per_s']:>7.1f} {r['p50_ms'] or 0:>7.0f} "
+            f"{r['p99_ms'] or 0:>7.0f} {r['failures']:>5} {metrics['mean_batch'] or 0:>5.1f} "
+            f"{median('decode_ms'):>7.1f} {median('inference_ms'):>7.1f} {median('total_ms'):>7.1f} "
+            f"{cpu['api'] / n * 1e3:>7.1f} {cpu['model'] / n * 1e3:>7.1f} {cpu['locust'] / n * 1e3:>7.1f} "
+            f"{cpu['foreign'] / n * 1e3:>7.1f}"
+        )
+    return "\n".join(lines)
+
+
+def ratios(rows: list[dict], raw: list[dict], decode: dict, cores: int) -> dict[str, Any]:
+    """The targets' ratios, by wall clock and by CPU cost (the second holds when other jobs share the cores)."""
+    by = {(r["config"], r["users"]): r for r in rows}
+    raw_best = max(r["images_per_s"] for r in raw)
+    # Decode and model on the same cores one after the other: the time per image is the sum of both.
+    decode_plus_raw = 1.0 / (1.0 / decode["images_per_s"] + 1.0 / raw_best)
+    clean = [r for r in rows if r["error_rate"] < 0.001]
+    best = max(clean or rows, key=lambda r: r["requests_per_s"])
+    served_cpu_ms = (best["cpu_s"]["api"] + best["cpu_s"]["model"]) * 1e3 / max(1, best["requests"])
+    model_cpu_ms = min(r["cpu_ms_per_image"] for r in raw)
+    per_level = {}
+    for users in sorted({r["users"] for r in rows}):
+        batched, unbatched = by[("batched", users)], by[("unbatched", users)]
+        per_level[users] = {
+            "batched_over_unbatched": batched["requests_per_s"] / max(1e-9, unbatched["requests_per_s"]),
+            "p99_batched_ms": batched["p99_ms"],
+            "p99_unbatched_ms": unbatched["p99_ms"],
+        }
+    return {
+        "raw_best_images_per_s": raw_best,
+        "decode_images_per_s": decode["images_per_s"],
+        "decode_plus_raw_images_per_s": decode_plus_raw,
+        "served_best": {"config": best["config"], "users": best["users"], "requests_per_s": best["requests_per_s"]},
+        "served_over_raw": best["requests_per_s"] / raw_best,
+        "served_over_decode_plus_raw": best["requests_per_s"] / decode_plus_raw,
+        # CPU per image: decode + model alone, against the service's two processes at its best level.
+        "decode_plus_model_cpu_ms": decode["cpu_ms_per_image"] + model_cpu_ms,
+        "served_cpu_ms": served_cpu_ms,
+        "served_capacity_over_decode_plus_raw": (decode["cpu_ms_per_image"] + model_cpu_ms) / served_cpu_ms,
+        "cores": cores,
+        "per_level": per_level,
+    }
+
+
+def print_ratios(found: dict[str, Any]) -> None:
+    best = found["served_best"]
+    print(
+        f"\nraw model best {found['raw_best_images_per_s']:.1f} img/s; decode alone {found['decode_images_per_s']:.1f}"
+        f" img/s; decode + model on the same cores {found['decode_plus_raw_images_per_s']:.1f} img/s"
+    )
+    print(
+        f"served best {best['requests_per_s']:.1f} req/s ({best['config']}, {best['users']} users) = "
+        f"{found['served_over_raw']:.0%} of raw, {found['served_over_decode_plus_raw']:.0%} of decode+raw "
+        f"(target 70%)"
+    )
+    print(
+        f"by CPU cost: decode + model {found['decode_plus_model_cpu_ms']:.1f} ms/image, the service's processes "
+        f"{found['served_cpu_ms']:.1f} ms/request: {found['served_capacity_over_decode_plus_raw']:.0%}"
+    )
+    for users, level in found["per_level"].items():
+        print(
+            f"  {users:>4} users: batched/unbatched throughput {level['batched_over_unbatched']:.2f}x, "
+            f"p99 {level['p99_batched_ms']} vs {level['p99_unbatched_ms']} ms"
+        )
+
+
+def plot(rows: list[dict], found: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(8, 5))
+    for name in CONFIGS:
+        mine = [r for r in rows if r["config"] == name]
+        axis.plot([r["requests_per_s"] for r in mine], [r["p99_ms"] for r in mine], marker="o", label=name)
+        for r in mine:
+            axis.annotate(f"{r['users']}u", (r["requests_per_s"], r["p99_ms"]), fontsize=8)
+    axis.axvline(found["raw_best_images_per_s"], color="grey", linestyle="--", label="raw model, best batch")
+    axis.axvline(found["decode_plus_raw_images_per_s"], color="grey", linestyle=":", label="decode + raw model")
+    axis.set(xlabel="requests/s", ylabel="p99 latency, ms", yscale="log", title="Throughput against p99 latency")
+    axis.legend()
+    axis.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    home, export_dir = prepared_model(args)
+    args.database_url = migrated_database(args)
+    images = image_folder(args)
+    cores = os.cpu_count() or 1
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    print(f"{manifest['model']['backbone']} at {manifest['preprocessing']['input_size']} px on {cores} cores")
+    sizes = [int(b) for b in args.batch_sizes.split(",")]
+    # One session on every core, one per core, and the service's own layout (model workers x ORT threads).
+    layouts = sorted({(1, cores), (cores, 1), (args.model_workers, args.ort_threads)})
+    raw = [row for sessions, threads in layouts for row in raw_runtime(export_dir, sizes, sessions, threads)]
+    for r in raw:
+        print(
+            f"raw {r['runtime']} {r['sessions']} x {r['threads']} threads, batch {r['batch']:>3}: "
+            f"{r['median_ms']:8.1f} ms a call, {r['images_per_s']:7.1f} img/s, "
+            f"{r['cpu_ms_per_image']:5.1f} CPU ms/image"
+        )
+    decode = decode_alone(export_dir, images, threads=cores)
+    print(f"decode: {decode['cpu_ms_per_image']:.2f} CPU ms/image, {decode['images_per_s']:.0f}/s on {cores} threads")
+    levels = [int(u) for u in args.users.split(",")]
+    rows = sweep(args, home, images, levels)
+    print("\n" + table(rows))
+    print(
+        "decode, infer, svc: the service's own answer timings, medians in ms (infer: queue + model call); "
+        "api, mdl, lct, foreign cpu: CPU ms per request used by the API process, the model process, Locust, "
+        "and everything else on the machine"
+    )
+    found = ratios(rows, raw, decode, cores)
+    print_ratios(found)
+    settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    report = {
+        "machine": {"cpu_count": cores, "platform": platform.platform(), "python": platform.python_version()},
+        "model": {"backbone": manifest["model"]["backbone"], "input_size": manifest["preprocessing"]["input_size"]},
+        "settings": settings,
+        "raw": raw,
+        "decode": decode,
+        "sweep": rows,
+        "ratios": found,
+    }
+    (args.out / "serving.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    plot(rows, found, args.out / "serving.png")
+    print(f"saved {args.out / 'serving.json'} and {args.out / 'serving.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

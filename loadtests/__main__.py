@@ -1,0 +1,5 @@
+"""`python -m loadtests`: the same command as `skinserve loadtest`."""
+
+from loadtests.runner import main
+
+main()

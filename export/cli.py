@@ -37,7 +37,8 @@ def run_export(
     from export.formats import export_artifacts
     from export.manifest import artifact_entry, build_manifest, resolve_version, write_manifest
     from export.parity import PARITY_FILE, check_parity, parity_summary, save_parity
-    from skinserve.checkpoint import file_sha256, load_checkpoint
+    from skinserve.checkpoint import load_checkpoint
+    from skinserve.manifest import file_sha256
     from skinserve.model import model_from_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_path)

@@ -13,6 +13,22 @@ DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000; larger uploads are refused befo
 MIN_SIDE = 8
 
 
+FORMAT_SUFFIXES = {
+    "JPEG": ".jpg",
+    "MPO": ".jpg",
+    "PNG": ".png",
+    "WEBP": ".webp",
+    "BMP": ".bmp",
+    "GIF": ".gif",
+    "TIFF": ".tif",
+}
+
+
+def suffix_for(image_format: str) -> str:
+    """The file suffix for a PIL format name, for content-addressed storage keys."""
+    return FORMAT_SUFFIXES.get(image_format, ".img")
+
+
 class InvalidImage(ValueError):
     """Bytes that are not a usable image; the message says why in words a user can act on."""
 
@@ -28,7 +44,7 @@ class ImageInfo:
 
     @property
     def suffix(self) -> str:
-        return {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "BMP": ".bmp"}.get(self.format, ".img")
+        return suffix_for(self.format)
 
     @property
     def content_type(self) -> str:

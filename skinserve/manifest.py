@@ -27,7 +27,7 @@ class ArtifactError(RuntimeError):
 
 
 def file_sha256(path: Path) -> str:
-    # hashlib's own streaming reader: skinserve.checkpoint has the same function, but importing it pulls in torch.
+    # hashlib's own streaming reader; here rather than in skinserve.checkpoint, which pulls in torch.
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 

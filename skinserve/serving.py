@@ -13,7 +13,7 @@ import numpy as np
 from fastapi.responses import JSONResponse
 from starlette.requests import Request
 
-from skinserve.images import UploadError, UploadLimits, decode_upload
+from skinserve.images import UploadError, UploadLimits, decode_upload, suffix_for
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
 from skinserve.preprocess import Preprocessing, normalized_array, resize_and_crop
 from skinserve.runtime import ExportedModel, load_exported_model
@@ -21,15 +21,6 @@ from skinserve.service_config import ServiceSettings
 
 logger = logging.getLogger("skinserve.service")
 _CONDITIONS, _LEVELS = len(CONDITIONS), len(SEVERITY_LABELS)
-_SUFFIXES = {
-    "JPEG": ".jpg",
-    "MPO": ".jpg",
-    "PNG": ".png",
-    "WEBP": ".webp",
-    "BMP": ".bmp",
-    "GIF": ".gif",
-    "TIFF": ".tif",
-}
 
 
 class UnauthorizedError(Exception):
@@ -88,7 +79,7 @@ class PreparedUpload:
 
     @property
     def suffix(self) -> str:
-        return _SUFFIXES.get(self.format, ".img")
+        return suffix_for(self.format)
 
 
 def prepare_upload(data: bytes, pre: Preprocessing, limits: UploadLimits) -> PreparedUpload:

@@ -58,6 +58,23 @@ def postgres_url() -> str:
     return POSTGRES_URL
 
 
+def postgres_cluster(action: str) -> None:
+    """pg_ctlcluster stop/start/restart on the local cluster; after a start or restart, waits for pg_isready."""
+    clusters = Path("/etc/postgresql")
+    if shutil.which("pg_ctlcluster") is None or not clusters.is_dir():
+        unavailable("needs the local Debian Postgres cluster (pg_ctlcluster) to stop and start it")
+    version = sorted(p.name for p in clusters.iterdir())[-1]
+    command = ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action]
+    subprocess.run(command, check=True, capture_output=True, timeout=120)
+    if action == "stop":
+        return
+    deadline = time.monotonic() + 60
+    while subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"], check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Postgres not ready 60 s after pg_ctlcluster {action}")
+        time.sleep(0.2)
+
+
 @pytest.fixture
 def clean_postgres(postgres_url: str) -> str:
     engine = create_registry_engine(postgres_url)

@@ -18,12 +18,12 @@ import torch
 
 from export.formats import BatchProfile, ExportError, ExportOptions, parse_formats
 from export.parity import TOLERANCE, check_parity
-from skinserve.checkpoint import file_sha256, load_checkpoint
+from skinserve.checkpoint import load_checkpoint
 from skinserve.data.synth import SynthConfig, write_synthetic_set
 from skinserve.evaluation import evaluate_checkpoint
 from skinserve.export_eval import evaluate_export
 from skinserve.labels import CONDITIONS
-from skinserve.manifest import load_manifest
+from skinserve.manifest import file_sha256, load_manifest
 from skinserve.model import model_from_checkpoint
 from skinserve.preprocess import Preprocessing
 from skinserve.runtime import ArtifactError, available_runtimes, load_exported_model, unavailable_reason

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,24 +22,12 @@ from sqlalchemy.orm import Session
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import PredictionLog
 
-from .conftest import free_port, unavailable
+from .conftest import free_port, postgres_cluster, unavailable
 from .hostile.generate import encoded
 from .servers import shared_tiny_export, start_server
 
 pytestmark = pytest.mark.postgres
 OUTAGE_S = float(os.environ.get("SKINSERVE_FAULT_OUTAGE_S", "10"))
-
-
-def cluster(action: str) -> None:
-    """pg_ctlcluster on the local cluster; waits for pg_isready after a start or restart."""
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action], check=True, timeout=120)
-    if action != "stop":
-        for _ in range(120):
-            if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode == 0:
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"Postgres not ready after pg_ctlcluster {action}")
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +142,12 @@ def test_postgres_restarted_then_stopped_under_load_loses_and_duplicates_no_row(
     load = Load(server.url, face_jpeg).start()
     try:
         time.sleep(2)
-        cluster("restart")
+        postgres_cluster("restart")
         time.sleep(2)
-        cluster("stop")
+        postgres_cluster("stop")
         time.sleep(OUTAGE_S)
     finally:
-        cluster("start")
+        postgres_cluster("start")
         time.sleep(2)
         load.stop()
     statuses = [a[2] for a in load.answers]
@@ -177,7 +164,7 @@ def test_postgres_restarted_then_stopped_under_load_loses_and_duplicates_no_row(
 def test_a_sigkilled_api_worker_comes_back_and_its_spooled_rows_are_replayed(server, face_jpeg, postgres_url):
     victim = api_worker(server)
     load = Load(server.url, face_jpeg)
-    cluster("stop")  # rows go to the worker's spool file, which must outlive the worker
+    postgres_cluster("stop")  # rows go to the worker's spool file, which must outlive the worker
     try:
         load.start()
         spool = server.spool / f"predictions-{victim.pid}.jsonl"
@@ -199,7 +186,7 @@ def test_a_sigkilled_api_worker_comes_back_and_its_spooled_rows_are_replayed(ser
         ready_at = time.monotonic()
         time.sleep(3)
     finally:
-        cluster("start")
+        postgres_cluster("start")
         load.stop()
     assert back, "BentoML did not bring the API worker back"
     spooled_before = [a[3] for a in load.answers if a[2] == 200 and a[1] < killed_at - 0.5]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +22,8 @@ from skinserve.db import migrate
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import PredictionLog
 from skinserve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
+
+from .conftest import postgres_cluster
 
 # Postgres on a port nothing listens on: refused at once, like a stopped server.
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/test"
@@ -332,27 +333,8 @@ def test_the_spool_of_a_live_process_is_left_to_it(sqlite_url, tmp_path):
     assert stored(sqlite_url) == (1, 1)
 
 
-def _pg_ctlcluster(action: str) -> None:
-    version = sorted(os.listdir("/etc/postgresql"))[-1]
-    subprocess.run(
-        ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-
-
-def _wait_for_postgres() -> None:
-    deadline = time.monotonic() + 60
-    while subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"], check=False).returncode != 0:
-        assert time.monotonic() < deadline, "Postgres did not come back within 60 s"
-        time.sleep(0.2)
-
-
 @pytest.mark.postgres
 def test_a_postgres_outage_mid_stream_loses_no_row_and_stores_none_twice(clean_postgres, tmp_path):
-    if shutil.which("pg_ctlcluster") is None or not os.path.isdir("/etc/postgresql"):
-        pytest.skip("needs a local Debian Postgres cluster (pg_ctlcluster) to stop and start")
     writer = PredictionLogWriter(clean_postgres, tmp_path / "spool", batch_size=200, **FAST)
     writer.start()
     submitted = 0
@@ -367,17 +349,15 @@ def test_a_postgres_outage_mid_stream_loses_no_row_and_stores_none_twice(clean_p
 
     try:
         submit_for(0.5)
-        _pg_ctlcluster("stop")  # fast shutdown: the writer's open connection is cut mid-stream
+        postgres_cluster("stop")  # fast shutdown: the writer's open connection is cut mid-stream
         submit_for(1.0)
-        _pg_ctlcluster("start")
-        _wait_for_postgres()
+        postgres_cluster("start")  # waits for pg_isready
         submit_for(0.5)
         wait_until(lambda: writer.stats()["spool_rows"] == 0 and not spool_files(tmp_path / "spool"), 20)
     finally:
         writer.stop(timeout_s=20)
         if subprocess.run(["pg_isready", "-q", "-h", "127.0.0.1"], check=False).returncode != 0:
-            _pg_ctlcluster("start")
-        _wait_for_postgres()
+            postgres_cluster("start")
 
     stats = writer.stats()
     assert stats["spooled"] > 0 and stats["replayed"] > 0, stats  # the outage really sent rows through the spool

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 import zlib
-from pathlib import Path
 
 import bentoml
 import httpx
@@ -23,7 +22,7 @@ from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import PredictionLog
 from skinserve.labels import CONDITIONS
 
-from .conftest import free_port
+from .conftest import free_port, postgres_cluster
 from .servers import REPO, encoded, shared_tiny_export, start_server
 
 pytestmark = pytest.mark.postgres
@@ -184,27 +183,15 @@ def test_bad_uploads_get_4xx_and_the_server_keeps_answering(server, face_jpeg):
     assert server.process.poll() is None
 
 
-def _cluster(action: str) -> None:
-    version = sorted(p.name for p in Path("/etc/postgresql").iterdir())[-1]
-    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action], check=True, timeout=120)
-    if action != "stop":
-        for _ in range(60):
-            if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-q"]).returncode == 0:
-                return
-            time.sleep(0.5)
-
-
 def test_requests_succeed_while_postgres_is_down_and_every_row_lands_after(server, face_jpeg, postgres_url):
-    if not Path("/etc/postgresql").is_dir():
-        pytest.skip("needs the local Postgres cluster (pg_ctlcluster) to stop and start it")
-    _cluster("stop")
+    postgres_cluster("stop")
     try:
         with server.client() as client:
             answers = [
                 client.post("/analyze", content=face_jpeg, headers={"content-type": "image/jpeg"}) for _ in range(20)
             ]
     finally:
-        _cluster("start")
+        postgres_cluster("start")
     assert [a.status_code for a in answers] == [200] * 20
     ids = [a.json()["request_id"] for a in answers]
     rows = wait_until_logged(postgres_url, ids, timeout_s=90)

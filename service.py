@@ -1,10 +1,13 @@
 """skinserve's BentoML service: face photo in, condition and severity analysis out.
 
-Two services. `SkinModel` holds the exported model and one batchable `predict` API: BentoML's dispatcher merges
-concurrent calls into one model call, but only calls that reach it through its endpoint, so the HTTP-facing
-`SkinService` calls it as a dependency (`bentoml.depends`) rather than as a local method. `SkinService` parses
-uploads, decodes them off the event loop, asks `SkinModel` for logits, answers, and hands a log row to the
-background writer. Settings come from `SKINSERVE_*` variables (skinserve/service_config.py).
+`SkinService` parses uploads, decodes them off the event loop, gets logits, answers, and hands a log row to the
+background writer. Where the logits come from is SKINSERVE_MODEL_PLACEMENT:
+- inprocess (the default without GPUs): each API worker holds the model behind BentoML's batching dispatcher
+  (skinserve/batching.py); no second HTTP exchange per request, which on a CPU costs as much as the model.
+- separate (the default with SKINSERVE_GPUS): `SkinModel`, a service of its own with one batchable `predict` API,
+  shared by all API workers and called as a dependency (`bentoml.depends`): BentoML's dispatcher merges only calls
+  that reach it through its endpoint. Many API workers decode for one GPU.
+Settings come from `SKINSERVE_*` variables (skinserve/service_config.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from skinserve.batching import LocalModel
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
 from skinserve.manifest import load_manifest, preprocessing_of
 from skinserve.predictions import decode
@@ -99,7 +103,8 @@ class SkinModel:
 )
 @bentoml.asgi_app(app, path="/")
 class SkinService:
-    model = bentoml.depends(SkinModel)
+    if not SETTINGS.model_in_process:  # only a declared dependency makes `bentoml serve` start SkinModel's workers
+        model = bentoml.depends(SkinModel)
     stored = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
@@ -111,10 +116,15 @@ class SkinService:
             SETTINGS.database_url, SETTINGS.spool_dir, metrics=WriterMetrics.create(bentoml.metrics)
         )
         self.writer.start()
-        self.runtime: str | None = None
+        self.local = (
+            LocalModel(self.stored.path, SETTINGS, batch_size_histogram.observe) if SETTINGS.model_in_process else None
+        )
+        self.runtime: str | None = self.local.runtime if self.local else None
 
     @bentoml.on_shutdown
     def flush_log(self) -> None:
+        if self.local is not None:
+            self.local.shutdown()
         self.writer.stop(timeout_s=10)
 
     @app.post("/analyze", responses=responses_for("Analysis"))
@@ -142,8 +152,7 @@ class SkinService:
     @app.get("/model", responses=responses_for("ModelInfo"))
     async def model_info(self) -> JSONResponse:
         """The model in service: name, version, labels, thresholds, preprocessing, metrics, runtime in use."""
-        if self.runtime is None:
-            self.runtime = (await self.model.to_async.describe())["runtime"]
+        await self._resolve_runtime()
         manifest = self.manifest
         return JSONResponse(
             {
@@ -158,6 +167,7 @@ class SkinService:
                 "metrics": manifest.get("source", {}).get("metrics", {}),
                 "batching": {
                     "enabled": SETTINGS.batching,
+                    "model_placement": "inprocess" if self.local else "separate",
                     "max_batch_size": SETTINGS.max_batch_size,
                     "max_latency_ms": SETTINGS.max_latency_ms,
                 },
@@ -175,14 +185,13 @@ class SkinService:
         return JSONResponse(result)
 
     async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[dict]:
-        if self.runtime is None:
-            self.runtime = (await self.model.to_async.describe())["runtime"]
+        await self._resolve_runtime()
         started = time.perf_counter()
         uploads = [
             await anyio.to_thread.run_sync(prepare_upload, b, self.preprocessing, SETTINGS.limits) for b in blobs
         ]
         decoded = time.perf_counter()
-        packed = await retried_once(self.model.to_async.predict, np.stack([u.array for u in uploads]))
+        packed = await self._logits(np.stack([u.array for u in uploads]))
         inferred = time.perf_counter()
         conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
         results = []
@@ -210,6 +219,15 @@ class SkinService:
             self._log(result, upload, client, route)
         predictions_counter.labels(route=route).inc(len(results))
         return results
+
+    async def _logits(self, images: np.ndarray) -> np.ndarray:
+        if self.local is not None:
+            return await self.local.predict(images)
+        return await retried_once(self.model.to_async.predict, images)
+
+    async def _resolve_runtime(self) -> None:
+        if self.runtime is None:  # the model service's runtime, asked once
+            self.runtime = (await self.model.to_async.describe())["runtime"]
 
     def _log(self, result: dict[str, Any], upload: PreparedUpload, client: str | None, route: str) -> None:
         if self.storage is not None:

@@ -2,7 +2,8 @@
 
     python benchmarks/serving.py [--bento-home DIR --model-tag TAG | --checkpoint PT | --backbone NAME --img-size N]
                                  [--users 1,8,32,128] [--seconds 20] [--images DIR | --sizes 256 --formats jpeg]
-                                 [--api-workers 1] [--model-workers 2] [--ort-threads 1] [--max-batch-size 64]
+                                 [--placement inprocess|separate] [--api-workers N] [--model-workers 2]
+                                 [--ort-threads 1] [--max-batch-size 64]
                                  [--max-latency-ms 10000] [--locust-processes 1] [--out runs/bench-serving]
 
 (a) the raw runtime at each batch size (no HTTP, no decode), (d) decode + preprocess alone on all cores, then the
@@ -12,8 +13,10 @@ went: the service's own answer `timings`, BentoML's /metrics (mean batch, time i
 CPU seconds each process used. Without a model given it trains one epoch of --backbone from scratch on synthetic
 faces (its quality is irrelevant to speed) and exports ONNX. Prints a table and the ratios, saves JSON and a PNG.
 
-The defaults suit a 2-core CPU box, as measured there: one ONNX Runtime thread per model worker and one worker per
-core (two intra-op threads in one worker doubled the model's CPU per image beside the API process's threads).
+The defaults suit a CPU box, as measured on a 2-core one: the model inside each API worker (SKINSERVE_MODEL_PLACEMENT
+inprocess), one worker per core, one ONNX Runtime thread each (two intra-op threads in one worker doubled the model's
+CPU per image beside the API's threads). `--placement separate` measures the GPU layout: --api-workers (default 1)
+API workers in front of --model-workers model workers.
 """
 
 from __future__ import annotations
@@ -53,15 +56,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--images", type=Path, help="Folder of images (default: synthetic, --sizes x --formats).")
     parser.add_argument("--sizes", default="256", help="Synthetic image sides, comma-separated.")
     parser.add_argument("--formats", default="jpeg", help="Synthetic image formats: jpeg, png.")
-    parser.add_argument("--api-workers", type=int, default=1, help="SKINSERVE_API_WORKERS.")
+    parser.add_argument("--placement", choices=("inprocess", "separate"), default="inprocess")
+    parser.add_argument("--api-workers", type=int, help="SKINSERVE_API_WORKERS (default: cores inprocess, else 1).")
     parser.add_argument("--ort-threads", type=int, default=1, help="SKINSERVE_ORT_THREADS of the model service.")
-    parser.add_argument("--model-workers", type=int, default=2, help="SKINSERVE_MODEL_WORKERS (one per core here).")
+    parser.add_argument("--model-workers", type=int, default=2, help="SKINSERVE_MODEL_WORKERS, when separate.")
     parser.add_argument("--max-batch-size", type=int, default=64, help="SKINSERVE_MAX_BATCH_SIZE when batched.")
     parser.add_argument("--max-latency-ms", type=int, default=10000, help="SKINSERVE_MAX_LATENCY_MS.")
     parser.add_argument("--locust-processes", type=int, default=1, help="Locust processes generating load.")
     parser.add_argument("--batch-sizes", default="1,8,32,64", help="Batch sizes of the raw runtime rows.")
     parser.add_argument("--database-url", help="The prediction log's database (default: SQLite under --out).")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.api_workers is None:
+        args.api_workers = (os.cpu_count() or 1) if args.placement == "inprocess" else 1
+    return args
+
+
+def model_copies(args: argparse.Namespace) -> int:
+    return args.api_workers if args.placement == "inprocess" else args.model_workers
 
 
 # --- the model and the images --------------------------------------------------------------------------------
@@ -175,14 +186,8 @@ def decode_alone(export_dir: Path, images: Path, threads: int, seconds: float = 
 
 def service_env(args: argparse.Namespace, home: Path, batched: bool) -> dict[str, str]:
     return {
-        # BentoML 1.4 closes its client session to SkinModel every 100 calls, cutting the calls in flight on it
-        # ("Server disconnected"; service.py retries them once, so their model work is done twice). Kept out of
-        # the figures until service.py sets runner_connection on SkinModel; harmless after.
-        "BENTOML_CONFIG_OPTIONS": (
-            "services.skin_model.runner_connection.max_requests=2147483647 "
-            "services.skin_model.runner_connection.max_age=1000000000.0"
-        ),
         "BENTOML_HOME": str(home),
+        "SKINSERVE_MODEL_PLACEMENT": args.placement,
         "SKINSERVE_MODEL_TAG": args.model_tag,
         "SKINSERVE_MAX_BATCH_SIZE": str(args.max_batch_size if batched else 1),
         "SKINSERVE_MAX_LATENCY_MS": str(args.max_latency_ms),
@@ -434,10 +439,13 @@ def main(argv: list[str] | None = None) -> int:
     images = image_folder(args)
     cores = os.cpu_count() or 1
     manifest = json.loads((export_dir / "manifest.json").read_text())
-    print(f"{manifest['model']['backbone']} at {manifest['preprocessing']['input_size']} px on {cores} cores")
+    print(
+        f"{manifest['model']['backbone']} at {manifest['preprocessing']['input_size']} px on {cores} cores; model "
+        f"{args.placement}, {args.api_workers} API worker(s), {model_copies(args)} model copies"
+    )
     sizes = [int(b) for b in args.batch_sizes.split(",")]
-    # One session on every core, one per core, and the service's own layout (model workers x ORT threads).
-    layouts = sorted({(1, cores), (cores, 1), (args.model_workers, args.ort_threads)})
+    # One session on every core, one per core, and the service's own layout (model copies x ORT threads).
+    layouts = sorted({(1, cores), (cores, 1), (model_copies(args), args.ort_threads)})
     raw = [row for sessions, threads in layouts for row in raw_runtime(export_dir, sizes, sessions, threads)]
     for r in raw:
         print(

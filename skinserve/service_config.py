@@ -17,6 +17,10 @@ class ServiceSettings:
     runtime: str = "auto"  # tensorrt | aoti-cuda | onnxruntime-cuda | onnxruntime-cpu | auto
     max_batch_size: int = 64  # 1 turns adaptive batching off
     max_latency_ms: int = 1000  # the dispatcher's budget for queue + model; past it, BentoML answers 503
+    # inprocess: each API worker runs its own model copy behind the batching dispatcher (best on CPU, where a
+    # second HTTP hop per request costs as much as the model); separate: one model service shared by the API workers
+    # (a GPU); auto: separate when GPUs are configured, else inprocess.
+    model_placement: str = "auto"
     api_workers: int = 1
     model_workers: int = 1
     gpus: int = 0
@@ -45,6 +49,7 @@ class ServiceSettings:
             runtime=env.get("SKINSERVE_RUNTIME") or cls.runtime,
             max_batch_size=number("MAX_BATCH_SIZE", cls.max_batch_size),
             max_latency_ms=number("MAX_LATENCY_MS", cls.max_latency_ms),
+            model_placement=env.get("SKINSERVE_MODEL_PLACEMENT") or cls.model_placement,
             api_workers=number("API_WORKERS", cls.api_workers),
             model_workers=number("MODEL_WORKERS", cls.model_workers),
             gpus=number("GPUS", cls.gpus),
@@ -62,6 +67,14 @@ class ServiceSettings:
             max_concurrency=number("MAX_CONCURRENCY", cls.max_concurrency),
         )
 
+    def __post_init__(self) -> None:
+        if self.model_placement not in ("auto", "inprocess", "separate"):
+            raise ValueError(f"SKINSERVE_MODEL_PLACEMENT={self.model_placement!r}: use auto, inprocess or separate")
+
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 1
+
+    @property
+    def model_in_process(self) -> bool:
+        return self.model_placement == "inprocess" or (self.model_placement == "auto" and self.gpus == 0)

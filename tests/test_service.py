@@ -36,8 +36,7 @@ def face_jpeg(tmp_path_factory) -> bytes:
     return encoded(draw_face(FaceSpec(conditions={"acne": Severity.severe}), 256), quality=90)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory, postgres_url):
+def server_env(tmp_path_factory, postgres_url: str, **overrides: str) -> tuple[dict[str, str], object]:
     workdir = tmp_path_factory.mktemp("service")
     env = shared_tiny_export(tmp_path_factory) | {
         "SKINSERVE_DATABASE_URL": postgres_url,
@@ -49,9 +48,26 @@ def server(tmp_path_factory, postgres_url):
         "SKINSERVE_MAX_PIXELS": "25000000",
         "SKINSERVE_ORT_THREADS": "1",
     }
+    return env | overrides, workdir
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, postgres_url):
+    env, workdir = server_env(tmp_path_factory, postgres_url)
     running = start_server(env, free_port(), workdir / "server.log")
     yield running
     running.stop()
+
+
+def concurrent_analyses(url: str, image: bytes, n: int = 64) -> list[dict]:
+    def one(_: int) -> dict:
+        with httpx.Client(base_url=url, timeout=120) as client:
+            response = client.post("/analyze", files={"image": ("f.jpg", image, "image/jpeg")})
+            assert response.status_code == 200, response.text
+            return response.json()
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=n) as pool:
+        return list(pool.map(one, range(n)))
 
 
 def logged(url: str, request_ids: list[str]) -> list[tuple[str, int]]:
@@ -136,14 +152,7 @@ def test_a_batch_request_answers_each_image(server, face_jpeg):
 
 
 def test_concurrent_requests_are_merged_into_batches_and_each_is_logged_once(server, face_jpeg, postgres_url):
-    def one(_: int) -> dict:
-        with httpx.Client(base_url=server.url, timeout=120) as client:
-            response = client.post("/analyze", files={"image": ("f.jpg", face_jpeg, "image/jpeg")})
-            assert response.status_code == 200, response.text
-            return response.json()
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=64) as pool:
-        answers = list(pool.map(one, range(64)))
+    answers = concurrent_analyses(server.url, face_jpeg)
     assert max(a["batch_size"] for a in answers) > 1
     ids = [a["request_id"] for a in answers]
     rows = wait_until_logged(postgres_url, ids)
@@ -151,6 +160,25 @@ def test_concurrent_requests_are_merged_into_batches_and_each_is_logged_once(ser
     assert max(r[1] for r in rows) > 1
     metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
     assert "skinserve_model_batch_size" in metrics or "adaptive_batch_size" in metrics
+
+
+def test_a_separate_model_service_batches_too_and_answers_the_same(server, tmp_path_factory, postgres_url, face_jpeg):
+    """The GPU layout (one model service for all API workers) on the same export: batches form, answers match."""
+    env, workdir = server_env(tmp_path_factory, postgres_url, SKINSERVE_MODEL_PLACEMENT="separate")
+    separate = start_server(env, free_port(), workdir / "server.log")
+    try:
+        answers = concurrent_analyses(separate.url, face_jpeg, n=32)
+        info = httpx.get(f"{separate.url}/model", timeout=30).json()
+    finally:
+        separate.stop()
+    assert info["batching"]["model_placement"] == "separate"
+    assert httpx.get(f"{server.url}/model", timeout=30).json()["batching"]["model_placement"] == "inprocess"
+    assert max(a["batch_size"] for a in answers) > 1
+    (reference,) = concurrent_analyses(server.url, face_jpeg, n=1)
+    for answer in answers:
+        assert_analysis(answer)
+        for name, want in reference["conditions"].items():
+            assert answer["conditions"][name]["probability"] == pytest.approx(want["probability"], abs=1e-4)
 
 
 def _bomb_png() -> bytes:

@@ -35,7 +35,7 @@ from skinserve.serving import (
     authorized_client,
     error_response,
     load_served_model,
-    pack_logits,
+    packed_prediction,
     prepare_upload,
     responses_for,
     retried_once,
@@ -84,8 +84,7 @@ class SkinModel:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Normalised NCHW float32 in; [N, 7 + 28 + 1] out: condition logits, severity logits, batch size."""
         batch_size_histogram.observe(len(images))
-        conditions, severity = self.served.model.predict(images)
-        return pack_logits(conditions, severity, len(images))
+        return packed_prediction(self.served.model, images)
 
     @bentoml.api
     def describe(self) -> dict:

@@ -206,8 +206,7 @@ def migrated_database(args: argparse.Namespace) -> str:
     from skinserve.db import migrate
 
     url = args.database_url or f"sqlite:///{args.out / 'data' / 'skinserve.db'}"
-    (args.out / "data").mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(url)
+    migrate.upgrade(url)  # Alembic's engine creates the SQLite file's folder
     return url
 
 

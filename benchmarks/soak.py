@@ -193,20 +193,10 @@ def _median_p99(windows: list[dict]) -> float | None:
     return float(np.median(values)) if values else None
 
 
-def migrated(database_url: str) -> str:
-    """The prediction log's database at the current schema: without its table every row is spooled and retried, an
-    outage (tests/test_faults.py measures that), not the steady state a soak is about."""
-    from skinserve.db import migrate
-
-    if database_url.startswith("sqlite:///"):
-        Path(database_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    migrate.upgrade(database_url)
-    return database_url
-
-
 def started_server(args: argparse.Namespace):
     """`bentoml serve` on the given model, or on the tests' tiny export built here (about a minute)."""
     sys.path.insert(0, str(REPO))
+    from skinserve.db import migrate
     from tests.conftest import free_port
     from tests.servers import build_tiny_export, start_server
 
@@ -217,7 +207,10 @@ def started_server(args: argparse.Namespace):
         print("building the tests' tiny export ...", flush=True)
         env = build_tiny_export(workdir)
     env |= {"SKINSERVE_DATA_DIR": str(workdir / "data"), "SKINSERVE_SPOOL_DIR": str(workdir / "spool")}
-    env["SKINSERVE_DATABASE_URL"] = migrated(args.database_url or f"sqlite:///{workdir / 'data' / 'skinserve.db'}")
+    env["SKINSERVE_DATABASE_URL"] = args.database_url or f"sqlite:///{workdir / 'data' / 'skinserve.db'}"
+    # Without the prediction log's table every row is spooled and retried: an outage (tests/test_faults.py measures
+    # that), not the steady state a soak is about. Alembic's engine creates the SQLite file's folder.
+    migrate.upgrade(env["SKINSERVE_DATABASE_URL"])
     return start_server(env, free_port(), workdir / "server.log")
 
 

@@ -16,7 +16,7 @@ import anyio
 import numpy as np
 
 from skinserve.service_config import ServiceSettings
-from skinserve.serving import ServedModel, load_served_model, pack_logits
+from skinserve.serving import ServedModel, load_served_model, packed_prediction
 
 
 def _overloaded() -> np.ndarray:
@@ -75,5 +75,4 @@ class LocalModel:
 
     def _call(self, batch: np.ndarray) -> np.ndarray:
         self._observe_batch(len(batch))
-        conditions, severity = self.served.model.predict(batch)
-        return pack_logits(conditions, severity, len(batch))
+        return packed_prediction(self.served.model, batch)

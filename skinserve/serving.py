@@ -54,10 +54,12 @@ def load_served_model(export_dir: Path | str, settings: ServiceSettings) -> Serv
     return ServedModel(model, warmed)
 
 
-def pack_logits(conditions: np.ndarray, severity: np.ndarray, batch_size: int) -> np.ndarray:
-    """One [N, 7 + 28 + 1] array, so the dispatcher can split the batch's answer back by rows."""
+def packed_prediction(model: ExportedModel, batch: np.ndarray) -> np.ndarray:
+    """The model's logits for `batch` as one [N, 7 + 28 + 1] array (conditions, severity, the batch size), so the
+    batching dispatcher can split the batch's answer back by rows."""
+    conditions, severity = model.predict(batch)
     n = len(conditions)
-    sizes = np.full((n, 1), batch_size, dtype=np.float32)
+    sizes = np.full((n, 1), n, dtype=np.float32)
     return np.concatenate([conditions.reshape(n, -1), severity.reshape(n, -1), sizes], axis=1).astype(np.float32)
 
 

@@ -71,6 +71,17 @@ def shared_tiny_export(tmp_path_factory) -> dict[str, str]:
     return json.loads((root / "env.json").read_text())
 
 
+def tiny_server_env(tmp_path_factory, workdir: Path, database_url: str, **settings: str) -> dict[str, str]:
+    """The tiny export served with its data and spool under `workdir`, one ONNX Runtime thread, then `settings`."""
+    base = {
+        "SKINSERVE_DATABASE_URL": database_url,
+        "SKINSERVE_DATA_DIR": str(workdir / "data"),
+        "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
+        "SKINSERVE_ORT_THREADS": "1",
+    }
+    return shared_tiny_export(tmp_path_factory) | base | settings
+
+
 @dataclass
 class RunningServer:
     url: str

@@ -24,7 +24,7 @@ from skinserve.db.models import PredictionLog
 
 from .conftest import free_port, postgres_cluster, unavailable
 from .hostile.generate import encoded
-from .servers import shared_tiny_export, start_server
+from .servers import start_server, tiny_server_env
 
 pytestmark = pytest.mark.postgres
 OUTAGE_S = float(os.environ.get("SKINSERVE_FAULT_OUTAGE_S", "10"))
@@ -125,13 +125,7 @@ def face_jpeg() -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, postgres_url, can_stop_postgres):
     workdir = tmp_path_factory.mktemp("faults")
-    env = shared_tiny_export(tmp_path_factory) | {
-        "SKINSERVE_DATABASE_URL": postgres_url,
-        "SKINSERVE_DATA_DIR": str(workdir / "data"),
-        "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
-        "SKINSERVE_MAX_BATCH_SIZE": "8",
-        "SKINSERVE_ORT_THREADS": "1",
-    }
+    env = tiny_server_env(tmp_path_factory, workdir, postgres_url, SKINSERVE_MAX_BATCH_SIZE="8")
     running = start_server(env, free_port(), workdir / "server.log")
     running.spool = workdir / "spool"
     yield running
@@ -210,13 +204,14 @@ def test_a_sigkilled_api_worker_comes_back_and_its_spooled_rows_are_replayed(ser
 def test_an_unwritable_spool_is_logged_and_counted_and_requests_are_still_answered(tmp_path_factory, face_jpeg):
     workdir = tmp_path_factory.mktemp("unwritable")
     (workdir / "not-a-directory").write_text("a file where the spool directory should be")
-    env = shared_tiny_export(tmp_path_factory) | {
-        "SKINSERVE_DATABASE_URL": f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing",  # refused
-        "SKINSERVE_DATA_DIR": str(workdir / "data"),
-        "SKINSERVE_SPOOL_DIR": str(workdir / "not-a-directory" / "spool"),
-        "SKINSERVE_MAX_BATCH_SIZE": "8",
-        "SKINSERVE_ORT_THREADS": "1",
-    }
+    refused = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
+    env = tiny_server_env(
+        tmp_path_factory,
+        workdir,
+        refused,
+        SKINSERVE_SPOOL_DIR=str(workdir / "not-a-directory" / "spool"),
+        SKINSERVE_MAX_BATCH_SIZE="8",
+    )
     server = start_server(env, free_port(), workdir / "server.log")
     try:
         with server.client() as client:

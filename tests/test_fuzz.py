@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from .conftest import free_port
-from .servers import shared_tiny_export, start_server
+from .servers import start_server, tiny_server_env
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402 - schemathesis brings hypothesis
@@ -31,14 +31,13 @@ POST_ROUTES = ("/analyze", "/api/v1/ml/analyze-condition", "/analyze_batch")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, postgres_url):
     workdir = tmp_path_factory.mktemp("fuzz")
-    env = shared_tiny_export(tmp_path_factory) | {
-        "SKINSERVE_DATABASE_URL": postgres_url,
-        "SKINSERVE_DATA_DIR": str(workdir / "data"),
-        "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
-        "SKINSERVE_MAX_BATCH_SIZE": "8",
-        "SKINSERVE_MAX_UPLOAD_BYTES": str(256 * 1024),
-        "SKINSERVE_ORT_THREADS": "1",
-    }
+    env = tiny_server_env(
+        tmp_path_factory,
+        workdir,
+        postgres_url,
+        SKINSERVE_MAX_BATCH_SIZE="8",
+        SKINSERVE_MAX_UPLOAD_BYTES=str(256 * 1024),
+    )
     running = start_server(env, free_port(), workdir / "server.log")
     yield running
     running.stop()

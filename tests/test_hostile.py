@@ -11,7 +11,7 @@ import pytest
 
 from .conftest import free_port
 from .hostile.generate import build_corpus, encoded, write_corpus
-from .servers import shared_tiny_export, start_server
+from .servers import start_server, tiny_server_env
 
 pytestmark = pytest.mark.postgres
 MAX_BYTES = 2 * 1024 * 1024
@@ -33,14 +33,9 @@ def tree_rss(pid: int) -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, postgres_url):
     workdir = tmp_path_factory.mktemp("hostile")
-    env = shared_tiny_export(tmp_path_factory) | {
-        "SKINSERVE_DATABASE_URL": postgres_url,
-        "SKINSERVE_DATA_DIR": str(workdir / "data"),
-        "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
-        "SKINSERVE_MAX_BATCH_SIZE": "8",
-        "SKINSERVE_MAX_UPLOAD_BYTES": str(MAX_BYTES),
-        "SKINSERVE_ORT_THREADS": "1",
-    }
+    env = tiny_server_env(
+        tmp_path_factory, workdir, postgres_url, SKINSERVE_MAX_BATCH_SIZE="8", SKINSERVE_MAX_UPLOAD_BYTES=str(MAX_BYTES)
+    )
     running = start_server(env, free_port(), workdir / "server.log")
     yield running
     running.stop()

@@ -14,7 +14,7 @@ from loadtests.images import load_corpus, write_corpus
 from loadtests.runner import broken_thresholds
 
 from .conftest import free_port
-from .servers import REPO, shared_tiny_export, start_server
+from .servers import REPO, start_server, tiny_server_env
 
 pytestmark = pytest.mark.postgres
 REPORTS = ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html", "latency.png")
@@ -25,12 +25,7 @@ SUMMARY_KEYS = {"requests", "failures", "error_rate", "requests_per_s"} | PERCEN
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, postgres_url):
     workdir = tmp_path_factory.mktemp("loadtest")
-    env = shared_tiny_export(tmp_path_factory) | {
-        "SKINSERVE_DATABASE_URL": postgres_url,
-        "SKINSERVE_DATA_DIR": str(workdir / "data"),
-        "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
-        "SKINSERVE_ORT_THREADS": "1",
-    }
+    env = tiny_server_env(tmp_path_factory, workdir, postgres_url)
     running = start_server(env, free_port(), workdir / "server.log")
     yield running
     running.stop()

@@ -23,7 +23,7 @@ from skinserve.predlog import PredictionLogWriter, PredictionRow
 
 from .conftest import free_port
 from .hostile.generate import encoded, multipart
-from .servers import REPO, shared_tiny_export, start_server
+from .servers import REPO, start_server, tiny_server_env
 
 pytestmark = pytest.mark.postgres
 
@@ -44,15 +44,14 @@ HOSTILE = (
 def server(tmp_path_factory, postgres_url):
     workdir = tmp_path_factory.mktemp("security")
     (workdir / "tmp").mkdir()
-    env = shared_tiny_export(tmp_path_factory) | {
-        "SKINSERVE_API_KEYS": f"{KEY}, {OTHER_KEY}",
-        "SKINSERVE_DATABASE_URL": postgres_url,
-        "SKINSERVE_DATA_DIR": str(workdir / "data"),
-        "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
-        "SKINSERVE_MAX_BATCH_SIZE": "8",
-        "SKINSERVE_ORT_THREADS": "1",
-        "TMPDIR": str(workdir / "tmp"),  # where starlette spools uploads over 1 MB: checked below
-    }
+    env = tiny_server_env(
+        tmp_path_factory,
+        workdir,
+        postgres_url,
+        SKINSERVE_API_KEYS=f"{KEY}, {OTHER_KEY}",
+        SKINSERVE_MAX_BATCH_SIZE="8",
+        TMPDIR=str(workdir / "tmp"),  # where starlette spools uploads over 1 MB: checked below
+    )
     running = start_server(env, free_port(), workdir / "server.log")
     running.workdir = workdir
     yield running

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import zlib
+from pathlib import Path
 
 import bentoml
 import httpx
@@ -23,7 +24,7 @@ from skinserve.db.models import PredictionLog
 from skinserve.labels import CONDITIONS
 
 from .conftest import free_port, postgres_cluster
-from .servers import REPO, encoded, shared_tiny_export, start_server
+from .servers import REPO, encoded, shared_tiny_export, start_server, tiny_server_env
 
 pytestmark = pytest.mark.postgres
 
@@ -36,19 +37,19 @@ def face_jpeg(tmp_path_factory) -> bytes:
     return encoded(draw_face(FaceSpec(conditions={"acne": Severity.severe}), 256), quality=90)
 
 
-def server_env(tmp_path_factory, postgres_url: str, **overrides: str) -> tuple[dict[str, str], object]:
+def server_env(tmp_path_factory, postgres_url: str, **overrides: str) -> tuple[dict[str, str], Path]:
     workdir = tmp_path_factory.mktemp("service")
-    env = shared_tiny_export(tmp_path_factory) | {
-        "SKINSERVE_DATABASE_URL": postgres_url,
-        "SKINSERVE_DATA_DIR": str(workdir / "data"),
-        "SKINSERVE_SPOOL_DIR": str(workdir / "spool"),
-        "SKINSERVE_MAX_BATCH_SIZE": "32",
-        "SKINSERVE_MAX_LATENCY_MS": "5000",
-        "SKINSERVE_MAX_UPLOAD_BYTES": str(2 * 1024 * 1024),
-        "SKINSERVE_MAX_PIXELS": "25000000",
-        "SKINSERVE_ORT_THREADS": "1",
-    }
-    return env | overrides, workdir
+    env = tiny_server_env(
+        tmp_path_factory,
+        workdir,
+        postgres_url,
+        SKINSERVE_MAX_BATCH_SIZE="32",
+        SKINSERVE_MAX_LATENCY_MS="5000",
+        SKINSERVE_MAX_UPLOAD_BYTES=str(2 * 1024 * 1024),
+        SKINSERVE_MAX_PIXELS="25000000",
+        **overrides,
+    )
+    return env, workdir
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from skinserve.serving import (
     PreparedUpload,
     ServedModel,
     authorized_client,
+    current_service,
     error_response,
     load_served_model,
     packed_prediction,
@@ -46,6 +47,7 @@ from skinserve.uploads import uploaded_images
 
 SETTINGS = ServiceSettings.from_env()
 app = FastAPI(title="skinserve", description="Skin-condition analysis of face photos.", version="1")
+app.dependency_overrides[bentoml.get_current_service] = current_service
 
 batch_size_histogram = bentoml.metrics.Histogram(
     name="skinserve_model_batch_size",
@@ -167,6 +169,7 @@ class SkinService:
                 "batching": {
                     "enabled": SETTINGS.batching,
                     "model_placement": "inprocess" if self.local else "separate",
+                    "model_copies": len(self.local.copies) if self.local else None,  # per API worker
                     "max_batch_size": SETTINGS.max_batch_size,
                     "max_latency_ms": SETTINGS.max_latency_ms,
                 },

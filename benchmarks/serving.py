@@ -2,7 +2,8 @@
 
     python benchmarks/serving.py [--bento-home DIR --model-tag TAG | --checkpoint PT | --backbone NAME --img-size N]
                                  [--users 1,8,32,128] [--seconds 20] [--images DIR | --sizes 256 --formats jpeg]
-                                 [--placement inprocess|separate] [--api-workers N] [--model-workers 2]
+                                 [--placement inprocess|separate] [--api-workers N] [--model-copies 2]
+                                 [--model-workers 2]
                                  [--ort-threads 1] [--max-batch-size 64]
                                  [--max-latency-ms 10000] [--locust-processes 1] [--out runs/bench-serving]
 
@@ -14,7 +15,8 @@ CPU seconds each process used. Without a model given it trains one epoch of --ba
 faces (its quality is irrelevant to speed) and exports ONNX. Prints a table and the ratios, saves JSON and a PNG.
 
 The defaults suit a CPU box, as measured on a 2-core one: the model inside each API worker (SKINSERVE_MODEL_PLACEMENT
-inprocess), one worker per core, one ONNX Runtime thread each (two intra-op threads in one worker doubled the model's
+inprocess), one worker per core, two model copies in each (the worker that gets most keep-alive connections can
+still fill the cores), one ONNX Runtime thread per copy (two intra-op threads in one worker doubled the model's
 CPU per image beside the API's threads). `--placement separate` measures the GPU layout: --api-workers (default 1)
 API workers in front of --model-workers model workers.
 """
@@ -59,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--placement", choices=("inprocess", "separate"), default="inprocess")
     parser.add_argument("--api-workers", type=int, help="SKINSERVE_API_WORKERS (default: cores inprocess, else 1).")
     parser.add_argument("--ort-threads", type=int, default=1, help="SKINSERVE_ORT_THREADS of the model service.")
+    parser.add_argument("--model-copies", type=int, default=2, help="SKINSERVE_MODEL_COPIES, when inprocess.")
     parser.add_argument("--model-workers", type=int, default=2, help="SKINSERVE_MODEL_WORKERS, when separate.")
     parser.add_argument("--max-batch-size", type=int, default=64, help="SKINSERVE_MAX_BATCH_SIZE when batched.")
     parser.add_argument("--max-latency-ms", type=int, default=10000, help="SKINSERVE_MAX_LATENCY_MS.")
@@ -72,7 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def model_copies(args: argparse.Namespace) -> int:
-    return args.api_workers if args.placement == "inprocess" else args.model_workers
+    return args.api_workers * args.model_copies if args.placement == "inprocess" else args.model_workers
 
 
 # --- the model and the images --------------------------------------------------------------------------------
@@ -194,6 +197,7 @@ def service_env(args: argparse.Namespace, home: Path, batched: bool) -> dict[str
         "SKINSERVE_API_WORKERS": str(args.api_workers),
         "SKINSERVE_ORT_THREADS": str(args.ort_threads),
         "SKINSERVE_MODEL_WORKERS": str(args.model_workers),
+        "SKINSERVE_MODEL_COPIES": str(args.model_copies),
         "SKINSERVE_DATABASE_URL": args.database_url,
         "SKINSERVE_DATA_DIR": str(args.out / "data"),
         "SKINSERVE_SPOOL_DIR": str(args.out / "data" / "spool"),

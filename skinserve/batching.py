@@ -5,10 +5,15 @@ a second HTTP exchange and a pickled float array. On a CPU box that exchange cos
 the cores it burns are the ones the model needs. Here each API worker holds its own copy of the model and feeds it
 through `CorkDispatcher`, the object BentoML's server builds for each batchable API: the same batching, minus the
 hop. BentoML has no public entry point for it, hence the pinned `bentoml<1.5` in pyproject.toml.
+
+A worker holds `model_copies` copies and runs up to that many model calls (batches) at once: the operating system
+hands a burst of new connections to whichever worker accepts first, so one worker often holds all of a client's
+keep-alive connections while another idles, and with one copy the busy worker could use one core only.
 """
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -27,7 +32,7 @@ def _overloaded() -> np.ndarray:
 
 
 class LocalModel:
-    """`predict(images)` -> packed logits, like the model service's API, from this process's own model copy."""
+    """`predict(images)` -> packed logits, like the model service's API, from this process's own model copies."""
 
     def __init__(
         self,
@@ -35,13 +40,17 @@ class LocalModel:
         settings: ServiceSettings,
         observe_batch: Callable[[int], None] = lambda size: None,
     ) -> None:
-        self.served: ServedModel = load_served_model(export_dir, settings)
+        self.copies = tuple(load_served_model(export_dir, settings) for _ in range(settings.model_copies))
+        self.served: ServedModel = self.copies[0]
+        self._idle: queue.SimpleQueue[ServedModel] = queue.SimpleQueue()
+        for copy in self.copies:
+            self._idle.put(copy)
         self._observe_batch = observe_batch
-        # One model call at a time, as BentoML runs a synchronous API (threads=1): calls queue, cores are not shared.
-        self._limiter = anyio.CapacityLimiter(1)
+        # As many model calls at once as there are copies; further calls wait their turn, off the event loop.
+        self._limiter = anyio.CapacityLimiter(len(self.copies))
         self._dispatcher = None
         if settings.batching:
-            from bentoml._internal.marshal.dispatcher import CorkDispatcher
+            from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema
 
             self._dispatcher = CorkDispatcher(
                 max_latency_in_ms=settings.max_latency_ms,
@@ -49,6 +58,7 @@ class LocalModel:
                 fallback=_overloaded,
                 get_batch_size=len,
                 batch_dim=(0, 0),
+                shared_sema=NonBlockSema(len(self.copies)),  # batches in flight at once; BentoML's default is one
             )
             self._batched = self._dispatcher(self._infer_parts)
 
@@ -74,5 +84,9 @@ class LocalModel:
         return await anyio.to_thread.run_sync(self._call, batch, limiter=self._limiter)
 
     def _call(self, batch: np.ndarray) -> np.ndarray:
-        self._observe_batch(len(batch))
-        return packed_prediction(self.served.model, batch)
+        served = self._idle.get_nowait()  # the limiter lets no more calls in than there are copies
+        try:
+            self._observe_batch(len(batch))
+            return packed_prediction(served.model, batch)
+        finally:
+            self._idle.put(served)

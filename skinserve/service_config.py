@@ -23,6 +23,9 @@ class ServiceSettings:
     model_placement: str = "auto"
     api_workers: int = 1
     model_workers: int = 1
+    # inprocess: model calls each API worker may run at once, each on a copy of its own. Keep-alive connections land
+    # unevenly on the workers (one often holds all of a client's), so a worker with one copy leaves cores idle.
+    model_copies: int = 2
     gpus: int = 0
     ort_threads: int | None = None
     max_batch_images: int = 16
@@ -52,6 +55,7 @@ class ServiceSettings:
             model_placement=env.get("SKINSERVE_MODEL_PLACEMENT") or cls.model_placement,
             api_workers=number("API_WORKERS", cls.api_workers),
             model_workers=number("MODEL_WORKERS", cls.model_workers),
+            model_copies=number("MODEL_COPIES", cls.model_copies),
             gpus=number("GPUS", cls.gpus),
             ort_threads=int(threads) if threads else None,
             max_batch_images=number("MAX_BATCH_IMAGES", cls.max_batch_images),
@@ -70,6 +74,8 @@ class ServiceSettings:
     def __post_init__(self) -> None:
         if self.model_placement not in ("auto", "inprocess", "separate"):
             raise ValueError(f"SKINSERVE_MODEL_PLACEMENT={self.model_placement!r}: use auto, inprocess or separate")
+        if self.model_copies < 1:
+            raise ValueError(f"SKINSERVE_MODEL_COPIES={self.model_copies}: at least 1")
 
     @property
     def batching(self) -> bool:

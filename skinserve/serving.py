@@ -91,6 +91,18 @@ def prepare_upload(data: bytes, pre: Preprocessing, limits: UploadLimits) -> Pre
     return PreparedUpload(array, data, upload.sha256, upload.width, upload.height, upload.nbytes, upload.format)
 
 
+async def current_service() -> Any:
+    """BentoML's `get_current_service()`, as a coroutine.
+
+    BentoML gives a FastAPI class view its `self` through `Depends(get_current_service)`, a plain function, and
+    FastAPI runs plain-function dependencies in its thread pool: a thread hop per request for a global lookup.
+    Installed as the override of that dependency (`app.dependency_overrides`), the lookup runs on the event loop.
+    """
+    import bentoml
+
+    return bentoml.get_current_service()
+
+
 async def retried_once(call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
     """`call(*args)`, once more if the connection to the model service broke: inference has no side effects.
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +54,41 @@ def test_with_batching_off_each_call_runs_alone(export_dir):
     outputs = asyncio.run(concurrently(model, [images(1, seed) for seed in range(6)]))
     assert observed == [1] * 6
     assert all(unpack_logits(o)[2].tolist() == [1] for o in outputs)
+
+
+@pytest.mark.parametrize("max_batch_size", [1, 16])
+def test_a_worker_runs_as_many_model_calls_at_once_as_it_has_copies(export_dir, max_batch_size):
+    spans: list[tuple[float, float]] = []
+    lock = threading.Lock()
+
+    def observe(size: int) -> None:  # called while the call holds its copy
+        start = time.perf_counter()
+        time.sleep(0.05)  # long enough for the calls behind it to start beside it, if they may
+        with lock:
+            spans.append((start, time.perf_counter()))
+
+    settings = ServiceSettings(max_batch_size=max_batch_size, ort_threads=1, model_copies=2)
+    model = LocalModel(export_dir, settings, observe)
+    inputs = [images(1, seed) for seed in range(12)]
+
+    async def staggered() -> list[np.ndarray]:  # calls arriving while earlier ones run, as under load
+        async def call(i: int, x: np.ndarray) -> np.ndarray:
+            await asyncio.sleep(0.01 * i)
+            return await model.predict(x)
+
+        return list(await asyncio.gather(*(call(i, x) for i, x in enumerate(inputs))))
+
+    try:
+        outputs = asyncio.run(staggered())
+    finally:
+        model.shutdown()
+    assert len({id(copy.model) for copy in model.copies}) == 2
+    overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
+    assert overlap == 2  # both copies busy at once, never a third call beside them
+    for x, packed in zip(inputs, outputs, strict=True):
+        np.testing.assert_allclose(unpack_logits(packed)[0], model.served.model.predict(x)[0], atol=1e-4)
+
+
+def test_model_copies_must_be_positive():
+    with pytest.raises(ValueError, match="SKINSERVE_MODEL_COPIES"):
+        ServiceSettings.from_env({"SKINSERVE_MODEL_COPIES": "0"})

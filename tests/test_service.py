@@ -173,7 +173,8 @@ def test_a_separate_model_service_batches_too_and_answers_the_same(server, tmp_p
     finally:
         separate.stop()
     assert info["batching"]["model_placement"] == "separate"
-    assert httpx.get(f"{server.url}/model", timeout=30).json()["batching"]["model_placement"] == "inprocess"
+    batching = httpx.get(f"{server.url}/model", timeout=30).json()["batching"]
+    assert (batching["model_placement"], batching["model_copies"]) == ("inprocess", 2)
     assert max(a["batch_size"] for a in answers) > 1
     (reference,) = concurrent_analyses(server.url, face_jpeg, n=1)
     for answer in answers:

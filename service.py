@@ -57,11 +57,22 @@ batch_size_histogram = bentoml.metrics.Histogram(
 predictions_counter = bentoml.metrics.Counter(
     name="skinserve_predictions_total", documentation="Analysed images by route", labelnames=["route"]
 )
+stage_cpu_counter = bentoml.metrics.Counter(
+    name="skinserve_stage_cpu_seconds",
+    documentation="CPU seconds spent decoding uploads and in model calls; the rest of a worker's CPU is HTTP and "
+    "framework",
+    labelnames=["stage"],
+)
 rejections_counter = bentoml.metrics.Counter(
     name="skinserve_rejected_requests_total",
     documentation="Requests answered 4xx/503, by status",
     labelnames=["status"],
 )
+
+
+def observe_model_call(size: int, cpu_s: float) -> None:
+    batch_size_histogram.observe(size)
+    stage_cpu_counter.labels(stage="model").inc(cpu_s)
 
 
 @bentoml.service(
@@ -85,8 +96,10 @@ class SkinModel:
     )
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Normalised NCHW float32 in; [N, 7 + 28 + 1] out: condition logits, severity logits, batch size."""
-        batch_size_histogram.observe(len(images))
-        return packed_prediction(self.served.model, images)
+        started = time.thread_time()
+        packed = packed_prediction(self.served.model, images)
+        observe_model_call(len(images), time.thread_time() - started)
+        return packed
 
     @bentoml.api
     def describe(self) -> dict:
@@ -117,9 +130,7 @@ class SkinService:
             SETTINGS.database_url, SETTINGS.spool_dir, metrics=WriterMetrics.create(bentoml.metrics)
         )
         self.writer.start()
-        self.local = (
-            LocalModel(self.stored.path, SETTINGS, batch_size_histogram.observe) if SETTINGS.model_in_process else None
-        )
+        self.local = LocalModel(self.stored.path, SETTINGS, observe_model_call) if SETTINGS.model_in_process else None
         self.runtime: str | None = self.local.runtime if self.local else None
 
     @bentoml.on_shutdown
@@ -189,9 +200,7 @@ class SkinService:
     async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[dict]:
         await self._resolve_runtime()
         started = time.perf_counter()
-        uploads = [
-            await anyio.to_thread.run_sync(prepare_upload, b, self.preprocessing, SETTINGS.limits) for b in blobs
-        ]
+        uploads = [await anyio.to_thread.run_sync(self._prepared, blob) for blob in blobs]
         decoded = time.perf_counter()
         packed = await self._logits(np.stack([u.array for u in uploads]))
         inferred = time.perf_counter()
@@ -221,6 +230,13 @@ class SkinService:
             self._log(result, upload, client, route)
         predictions_counter.labels(route=route).inc(len(results))
         return results
+
+    def _prepared(self, blob: bytes) -> PreparedUpload:
+        started = time.thread_time()  # this worker thread's CPU: decode's own cost, whatever else runs beside it
+        try:
+            return prepare_upload(blob, self.preprocessing, SETTINGS.limits)
+        finally:
+            stage_cpu_counter.labels(stage="decode").inc(time.thread_time() - started)
 
     async def _logits(self, images: np.ndarray) -> np.ndarray:
         if self.local is not None:

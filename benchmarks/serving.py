@@ -289,9 +289,15 @@ def _metric_deltas(before: dict, after: dict) -> dict[str, float | None]:
     predicts = delta("bentoml_service_request_duration_seconds_count", endpoint="/predict", service_name="skin_model")
     api_s = delta("bentoml_service_request_duration_seconds_sum", endpoint="/analyze", service_name="skinserve")
     model_s = delta("bentoml_service_request_duration_seconds_sum", endpoint="/predict", service_name="skin_model")
+
+    def per_analysis_ms(stage: str) -> float | None:  # CPU spent in the stage, wherever it ran, per /analyze
+        return delta("skinserve_stage_cpu_seconds_total", stage=stage) / analyses * 1e3 if analyses else None
+
     return {
         "model_calls": calls,
         "mean_batch": delta("skinserve_model_batch_size_sum") / calls if calls else None,
+        "decode_cpu_ms": per_analysis_ms("decode"),
+        "model_cpu_ms": per_analysis_ms("model"),
         "api_mean_ms": api_s / analyses * 1e3 if analyses else None,  # inside the API server, per /analyze
         "model_service_mean_ms": model_s / predicts * 1e3 if predicts else None,  # queue + model, per request
     }
@@ -337,7 +343,8 @@ def _cpu_seconds(root: int) -> dict[str, float]:
 
 def table(rows: list[dict], header: bool = True) -> str:
     columns = f"{'config':<10} {'users':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'batch':>5} "
-    columns += f"{'decode':>7} {'infer':>7} {'svc':>7} {'api cpu':>7} {'mdl cpu':>7} {'lct cpu':>7} {'foreign':>7}"
+    columns += f"{'decode':>7} {'infer':>7} {'svc':>7} {'api cpu':>7} {'mdl cpu':>7} {'lct cpu':>7} {'foreign':>7} "
+    columns += f"{'in dec':>7} {'in mdl':>7}"
     lines = [columns, "-" * len(columns)] if header else []
     for r in rows:
         answers, metrics, cpu, n = r["answers"] or {}, r["metrics"], r["cpu_s"], max(1, r["requests"])
@@ -350,9 +357,14 @@ def table(rows: list[dict], header: bool = True) -> str:
             f"{r['p99_ms'] or 0:>7.0f} {r['failures']:>5} {metrics['mean_batch'] or 0:>5.1f} "
             f"{median('decode_ms'):>7.1f} {median('inference_ms'):>7.1f} {median('total_ms'):>7.1f} "
             f"{cpu['api'] / n * 1e3:>7.1f} {cpu['model'] / n * 1e3:>7.1f} {cpu['locust'] / n * 1e3:>7.1f} "
-            f"{cpu['foreign'] / n * 1e3:>7.1f}"
+            f"{cpu['foreign'] / n * 1e3:>7.1f} {_or_nan(metrics['decode_cpu_ms']):>7.2f} "
+            f"{_or_nan(metrics['model_cpu_ms']):>7.2f}"
         )
     return "\n".join(lines)
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else value
 
 
 def ratios(rows: list[dict], raw: list[dict], decode: dict, cores: int) -> dict[str, Any]:
@@ -384,9 +396,18 @@ def ratios(rows: list[dict], raw: list[dict], decode: dict, cores: int) -> dict[
         "decode_plus_model_cpu_ms": decode["cpu_ms_per_image"] + model_cpu_ms,
         "served_cpu_ms": served_cpu_ms,
         "served_capacity_over_decode_plus_raw": (decode["cpu_ms_per_image"] + model_cpu_ms) / served_cpu_ms,
+        # Where the service's CPU went at its best level: decode, model calls, and the rest (HTTP, framework, log).
+        "served_cpu_by_stage_ms": _by_stage(best, served_cpu_ms),
         "cores": cores,
         "per_level": per_level,
     }
+
+
+def _by_stage(row: dict, served_cpu_ms: float) -> dict[str, float] | None:
+    decode_ms, model_ms = row["metrics"]["decode_cpu_ms"], row["metrics"]["model_cpu_ms"]
+    if decode_ms is None or model_ms is None:
+        return None
+    return {"decode": decode_ms, "model": model_ms, "rest": served_cpu_ms - decode_ms - model_ms}
 
 
 def print_ratios(found: dict[str, Any]) -> None:
@@ -404,6 +425,11 @@ def print_ratios(found: dict[str, Any]) -> None:
         f"by CPU cost: decode + model {found['decode_plus_model_cpu_ms']:.1f} ms/image, the service's processes "
         f"{found['served_cpu_ms']:.1f} ms/request: {found['served_capacity_over_decode_plus_raw']:.0%}"
     )
+    if stages := found["served_cpu_by_stage_ms"]:
+        print(
+            f"  of which decode {stages['decode']:.2f}, model calls {stages['model']:.2f}, the rest (HTTP, framework, "
+            f"prediction log, thread hand-offs) {stages['rest']:.2f} CPU ms/request"
+        )
     for users, level in found["per_level"].items():
         print(
             f"  {users:>4} users: batched/unbatched throughput {level['batched_over_unbatched']:.2f}x, "
@@ -464,7 +490,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         "decode, infer, svc: the service's own answer timings, medians in ms (infer: queue + model call); "
         "api, mdl, lct, foreign cpu: CPU ms per request used by the API process, the model process, Locust, "
-        "and everything else on the machine"
+        "and everything else on the machine; in dec, in mdl: CPU ms per request inside decode and inside model "
+        "calls, wherever they ran (the service's skinserve_stage_cpu_seconds_total)"
     )
     found = ratios(rows, raw, decode, cores)
     print_ratios(found)

@@ -14,6 +14,7 @@ keep-alive connections while another idles, and with one copy the busy worker co
 from __future__ import annotations
 
 import queue
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -38,14 +39,15 @@ class LocalModel:
         self,
         export_dir: Path | str,
         settings: ServiceSettings,
-        observe_batch: Callable[[int], None] = lambda size: None,
+        observe_call: Callable[[int, float], None] = lambda size, cpu_s: None,
     ) -> None:
+        """`observe_call(batch size, CPU seconds)` after each model call, while the call still holds its copy."""
         self.copies = tuple(load_served_model(export_dir, settings) for _ in range(settings.model_copies))
         self.served: ServedModel = self.copies[0]
         self._idle: queue.SimpleQueue[ServedModel] = queue.SimpleQueue()
         for copy in self.copies:
             self._idle.put(copy)
-        self._observe_batch = observe_batch
+        self._observe_call = observe_call
         # As many model calls at once as there are copies; further calls wait their turn, off the event loop.
         self._limiter = anyio.CapacityLimiter(len(self.copies))
         self._dispatcher = None
@@ -86,7 +88,9 @@ class LocalModel:
     def _call(self, batch: np.ndarray) -> np.ndarray:
         served = self._idle.get_nowait()  # the limiter lets no more calls in than there are copies
         try:
-            self._observe_batch(len(batch))
-            return packed_prediction(served.model, batch)
+            started = time.thread_time()
+            packed = packed_prediction(served.model, batch)
+            self._observe_call(len(batch), time.thread_time() - started)
+            return packed
         finally:
             self._idle.put(served)

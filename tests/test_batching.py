@@ -32,7 +32,7 @@ async def concurrently(model: LocalModel, inputs: list[np.ndarray]) -> list[np.n
 
 def test_concurrent_calls_share_model_calls_and_get_their_own_rows(export_dir):
     observed: list[int] = []
-    model = LocalModel(export_dir, ServiceSettings(max_batch_size=16, ort_threads=1), observed.append)
+    model = LocalModel(export_dir, ServiceSettings(max_batch_size=16, ort_threads=1), lambda n, cpu: observed.append(n))
     inputs = [images(1, seed) for seed in range(48)] + [images(3, 99)]  # the first ~20 train its latency model
     try:
         outputs = asyncio.run(concurrently(model, inputs))
@@ -50,7 +50,7 @@ def test_concurrent_calls_share_model_calls_and_get_their_own_rows(export_dir):
 
 def test_with_batching_off_each_call_runs_alone(export_dir):
     observed: list[int] = []
-    model = LocalModel(export_dir, ServiceSettings(max_batch_size=1, ort_threads=1), observed.append)
+    model = LocalModel(export_dir, ServiceSettings(max_batch_size=1, ort_threads=1), lambda n, cpu: observed.append(n))
     outputs = asyncio.run(concurrently(model, [images(1, seed) for seed in range(6)]))
     assert observed == [1] * 6
     assert all(unpack_logits(o)[2].tolist() == [1] for o in outputs)
@@ -59,13 +59,15 @@ def test_with_batching_off_each_call_runs_alone(export_dir):
 @pytest.mark.parametrize("max_batch_size", [1, 16])
 def test_a_worker_runs_as_many_model_calls_at_once_as_it_has_copies(export_dir, max_batch_size):
     spans: list[tuple[float, float]] = []
+    cpu: list[float] = []
     lock = threading.Lock()
 
-    def observe(size: int) -> None:  # called while the call holds its copy
+    def observe(size: int, cpu_s: float) -> None:  # called while the call holds its copy
         start = time.perf_counter()
         time.sleep(0.05)  # long enough for the calls behind it to start beside it, if they may
         with lock:
             spans.append((start, time.perf_counter()))
+            cpu.append(cpu_s)
 
     settings = ServiceSettings(max_batch_size=max_batch_size, ort_threads=1, model_copies=2)
     model = LocalModel(export_dir, settings, observe)
@@ -85,6 +87,7 @@ def test_a_worker_runs_as_many_model_calls_at_once_as_it_has_copies(export_dir, 
     assert len({id(copy.model) for copy in model.copies}) == 2
     overlap = max(sum(start <= t < end for start, end in spans) for t, _ in spans)
     assert overlap == 2  # both copies busy at once, never a third call beside them
+    assert all(0 < seconds < 0.05 for seconds in cpu)  # the model's CPU time, not the wall time spent beside it
     for x, packed in zip(inputs, outputs, strict=True):
         np.testing.assert_allclose(unpack_logits(packed)[0], model.served.model.predict(x)[0], atol=1e-4)
 

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
@@ -161,6 +162,13 @@ def test_concurrent_requests_are_merged_into_batches_and_each_is_logged_once(ser
     assert max(r[1] for r in rows) > 1
     metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
     assert "skinserve_model_batch_size" in metrics or "adaptive_batch_size" in metrics
+    stage_cpu = {
+        sample.labels["stage"]: sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.name == "skinserve_stage_cpu_seconds_total"
+    }
+    assert stage_cpu["decode"] > 0 and stage_cpu["model"] > 0  # where the benchmark says the CPU went
 
 
 def test_a_separate_model_service_batches_too_and_answers_the_same(server, tmp_path_factory, postgres_url, face_jpeg):

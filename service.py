@@ -96,10 +96,7 @@ class SkinModel:
     )
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Normalised NCHW float32 in; [N, 7 + 28 + 1] out: condition logits, severity logits, batch size."""
-        started = time.thread_time()
-        packed = packed_prediction(self.served.model, images)
-        observe_model_call(len(images), time.thread_time() - started)
-        return packed
+        return packed_prediction(self.served.model, images, observe_model_call)
 
     @bentoml.api
     def describe(self) -> dict:

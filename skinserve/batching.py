@@ -14,7 +14,6 @@ keep-alive connections while another idles, and with one copy the busy worker co
 from __future__ import annotations
 
 import queue
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -43,7 +42,6 @@ class LocalModel:
     ) -> None:
         """`observe_call(batch size, CPU seconds)` after each model call, while the call still holds its copy."""
         self.copies = tuple(load_served_model(export_dir, settings) for _ in range(settings.model_copies))
-        self.served: ServedModel = self.copies[0]
         self._idle: queue.SimpleQueue[ServedModel] = queue.SimpleQueue()
         for copy in self.copies:
             self._idle.put(copy)
@@ -63,6 +61,10 @@ class LocalModel:
                 shared_sema=NonBlockSema(len(self.copies)),  # batches in flight at once; BentoML's default is one
             )
             self._batched = self._dispatcher(self._infer_parts)
+
+    @property
+    def served(self) -> ServedModel:
+        return self.copies[0]
 
     @property
     def runtime(self) -> str:
@@ -88,9 +90,6 @@ class LocalModel:
     def _call(self, batch: np.ndarray) -> np.ndarray:
         served = self._idle.get_nowait()  # the limiter lets no more calls in than there are copies
         try:
-            started = time.thread_time()
-            packed = packed_prediction(served.model, batch)
-            self._observe_call(len(batch), time.thread_time() - started)
-            return packed
+            return packed_prediction(served.model, batch, self._observe_call)
         finally:
             self._idle.put(served)

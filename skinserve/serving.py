@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,15 @@ def load_served_model(export_dir: Path | str, settings: ServiceSettings) -> Serv
     return ServedModel(model, warmed)
 
 
-def packed_prediction(model: ExportedModel, batch: np.ndarray) -> np.ndarray:
+def packed_prediction(
+    model: ExportedModel, batch: np.ndarray, observe_call: Callable[[int, float], None] = lambda size, cpu_s: None
+) -> np.ndarray:
     """The model's logits for `batch` as one [N, 7 + 28 + 1] array (conditions, severity, the batch size), so the
-    batching dispatcher can split the batch's answer back by rows."""
+    batching dispatcher can split the batch's answer back by rows. Then `observe_call(N, CPU seconds)`: the model
+    call's CPU on this thread, whatever else runs beside it."""
+    started = time.thread_time()
     conditions, severity = model.predict(batch)
+    observe_call(len(batch), time.thread_time() - started)
     n = len(conditions)
     sizes = np.full((n, 1), n, dtype=np.float32)
     return np.concatenate([conditions.reshape(n, -1), severity.reshape(n, -1), sizes], axis=1).astype(np.float32)

@@ -1,13 +1,15 @@
 """skinserve's BentoML service: face photo in, condition and severity analysis out.
 
-`SkinService` parses uploads, decodes them off the event loop, gets logits, answers, and hands a log row to the
-background writer. Where the logits come from is SKINSERVE_MODEL_PLACEMENT:
-- inprocess (the default without GPUs): each API worker holds the model behind BentoML's batching dispatcher
-  (skinserve/batching.py); no second HTTP exchange per request, which on a CPU costs as much as the model.
-- separate (the default with SKINSERVE_GPUS): `SkinModel`, a service of its own with one batchable `predict` API,
-  shared by all API workers and called as a dependency (`bentoml.depends`): BentoML's dispatcher merges only calls
-  that reach it through its endpoint. Many API workers decode for one GPU.
-Settings come from `SKINSERVE_*` variables (skinserve/service_config.py).
+A request's stages, each in `skinserve.serve`: decode_request (auth, the upload parsed and decoded off the event loop:
+`serve.uploads`), predict (the batched model: `serve.model`), encode_response (the answer built from the pydantic
+models of `serve.schemas`), then a log row handed to the background writer (`serve.predlog`). Refusals are answered
+by `serve.http` with a status and a stable `code`. Where the model runs is SKINSERVE_MODEL_PLACEMENT:
+- inprocess (the default without GPUs): each API worker holds the model behind BentoML's batching dispatcher; no
+  second HTTP exchange per request, which on a CPU costs as much as the model.
+- separate (the default with SKINSERVE_GPUS): `ModelService`, a service of its own with one batchable `predict`
+  API, shared by all API workers and called as a dependency (`bentoml.depends`): BentoML's dispatcher merges only
+  calls that reach it through its endpoint. Many API workers decode for one GPU.
+Settings come from `SKINSERVE_*` variables (`serve.settings`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 import bentoml
@@ -23,27 +24,23 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from skinserve.batching import LocalModel
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
-from skinserve.manifest import load_manifest, preprocessing_of
+from skinserve.manifest import load_manifest
 from skinserve.predictions import decode
-from skinserve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
-from skinserve.service_config import ServiceSettings
-from skinserve.serving import (
-    PreparedUpload,
+from skinserve.serve.http import authorized_client, current_service, error_response, responses_for
+from skinserve.serve.model import (
+    LocalModel,
     ServedModel,
-    authorized_client,
-    current_service,
-    error_response,
     load_served_model,
     packed_prediction,
-    prepare_upload,
-    responses_for,
     retried_once,
     unpack_logits,
 )
-from skinserve.storage import open_storage
-from skinserve.uploads import uploaded_images
+from skinserve.serve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
+from skinserve.serve.schemas import Analysis, BatchAnalysis, Batching, ModelInfo, ModelRef, Timings, UploadInfo
+from skinserve.serve.settings import ServiceSettings
+from skinserve.serve.uploads import PreparedUpload, prepare_upload, uploaded_images
+from skinserve.storage import content_key, open_storage
 
 SETTINGS = ServiceSettings.from_env()
 app = FastAPI(title="skinserve", description="Skin-condition analysis of face photos.", version="1")
@@ -83,7 +80,7 @@ def observe_model_call(size: int, cpu_s: float) -> None:
     # BentoML's client to a dependency otherwise closes its session every 100 calls, cutting calls in flight.
     runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
 )
-class SkinModel:
+class ModelService:
     stored = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
@@ -114,14 +111,14 @@ class SkinModel:
 )
 @bentoml.asgi_app(app, path="/")
 class SkinService:
-    if not SETTINGS.model_in_process:  # only a declared dependency makes `bentoml serve` start SkinModel's workers
-        model = bentoml.depends(SkinModel)
+    if not SETTINGS.model_in_process:  # only a declared dependency makes `bentoml serve` start ModelService's workers
+        model = bentoml.depends(ModelService)
     stored = bentoml.models.BentoModel(SETTINGS.model_tag)
 
     def __init__(self) -> None:
         self.manifest = load_manifest(self.stored.path)
-        self.preprocessing = preprocessing_of(self.manifest)
-        self.model_ref = {"name": self.manifest["model"]["name"], "version": self.manifest["model"]["version"]}
+        self.preprocessing = self.manifest.preprocess
+        self.model_ref = ModelRef(name=self.manifest.model.name, version=self.manifest.model.version)
         self.storage = open_storage(SETTINGS.storage_url) if SETTINGS.store_images else None
         self.writer = PredictionLogWriter(
             SETTINGS.database_url, SETTINGS.spool_dir, metrics=WriterMetrics.create(bentoml.metrics)
@@ -156,33 +153,31 @@ class SkinService:
             results = await self._analyse(blobs, request_id, client, "analyze_batch")
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
             return self._rejected(err, request_id)
-        return JSONResponse({"results": results})
+        return JSONResponse(BatchAnalysis(results=results).model_dump(mode="json"))
 
     @app.get("/model", responses=responses_for("ModelInfo"))
     async def model_info(self) -> JSONResponse:
         """The model in service: name, version, labels, thresholds, preprocessing, metrics, runtime in use."""
         await self._resolve_runtime()
-        manifest = self.manifest
-        return JSONResponse(
-            {
-                "name": manifest["model"]["name"],
-                "version": manifest["model"]["version"],
-                "runtime": self.runtime,
-                "conditions": list(CONDITIONS),
-                "severities": list(SEVERITY_LABELS),
-                "thresholds": manifest["thresholds"],
-                "input_size": self.preprocessing.input_size,
-                "preprocessing": self.preprocessing.as_dict(),
-                "metrics": manifest.get("source", {}).get("metrics", {}),
-                "batching": {
-                    "enabled": SETTINGS.batching,
-                    "model_placement": "inprocess" if self.local else "separate",
-                    "model_copies": len(self.local.copies) if self.local else None,  # per API worker
-                    "max_batch_size": SETTINGS.max_batch_size,
-                    "max_latency_ms": SETTINGS.max_latency_ms,
-                },
-            }
+        info = ModelInfo(
+            name=self.model_ref.name,
+            version=self.model_ref.version,
+            runtime=self.runtime,
+            conditions=list(CONDITIONS),
+            severities=list(SEVERITY_LABELS),
+            thresholds=self.manifest.thresholds,
+            input_size=self.preprocessing.input_size,
+            preprocessing=self.preprocessing.as_dict(),
+            metrics=self.manifest.source.get("metrics", {}),
+            batching=Batching(
+                enabled=SETTINGS.batching,
+                model_placement="inprocess" if self.local else "separate",
+                model_copies=len(self.local.copies) if self.local else None,
+                max_batch_size=SETTINGS.max_batch_size,
+                max_latency_ms=SETTINGS.max_latency_ms,
+            ),
         )
+        return JSONResponse(info.model_dump(mode="json"))
 
     async def _single(self, request: Request, route: str) -> JSONResponse:
         request_id = str(uuid.uuid4())
@@ -192,9 +187,9 @@ class SkinService:
             (result,) = await self._analyse(blobs, request_id, client, route)
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
             return self._rejected(err, request_id)
-        return JSONResponse(result)
+        return JSONResponse(result.model_dump(mode="json"))
 
-    async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[dict]:
+    async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[Analysis]:
         await self._resolve_runtime()
         started = time.perf_counter()
         uploads = [await anyio.to_thread.run_sync(self._prepared, blob) for blob in blobs]
@@ -203,26 +198,20 @@ class SkinService:
         inferred = time.perf_counter()
         conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
         results = []
-        scored = decode(conditions, severity, self.manifest["thresholds"])
+        scored = decode(conditions, severity, self.manifest.thresholds)
         for i, (upload, scores) in enumerate(zip(uploads, scored, strict=True)):
-            item_id = request_id if len(uploads) == 1 else str(uuid.uuid4())
-            result = {
-                "request_id": item_id,
-                "model": self.model_ref,
+            result = Analysis(
+                request_id=request_id if len(uploads) == 1 else str(uuid.uuid4()),
+                model=self.model_ref,
                 **scores,
-                "batch_size": int(batch_sizes[i]),
-                "image": {
-                    "sha256": upload.sha256,
-                    "width": upload.width,
-                    "height": upload.height,
-                    "bytes": upload.nbytes,
-                },
-                "timings": {
-                    "decode_ms": round((decoded - started) * 1e3, 3),
-                    "inference_ms": round((inferred - decoded) * 1e3, 3),
-                    "total_ms": round((time.perf_counter() - started) * 1e3, 3),
-                },
-            }
+                batch_size=int(batch_sizes[i]),
+                image=UploadInfo(sha256=upload.sha256, width=upload.width, height=upload.height, bytes=upload.nbytes),
+                timings=Timings(
+                    decode_ms=round((decoded - started) * 1e3, 3),
+                    inference_ms=round((inferred - decoded) * 1e3, 3),
+                    total_ms=round((time.perf_counter() - started) * 1e3, 3),
+                ),
+            )
             results.append(result)
             self._log(result, upload, client, route)
         predictions_counter.labels(route=route).inc(len(results))
@@ -244,28 +233,28 @@ class SkinService:
         if self.runtime is None:  # the model service's runtime, asked once
             self.runtime = (await self.model.to_async.describe())["runtime"]
 
-    def _log(self, result: dict[str, Any], upload: PreparedUpload, client: str | None, route: str) -> None:
+    def _log(self, result: Analysis, upload: PreparedUpload, client: str | None, route: str) -> None:
         if self.storage is not None:
-            self.storage.put(f"uploads/{upload.sha256[:2]}/{upload.sha256}{upload.suffix}", upload.data)
+            self.storage.put(content_key("uploads", upload.sha256, upload.suffix), upload.data)
         self.writer.submit(
             PredictionRow(
-                request_id=result["request_id"],
+                request_id=result.request_id,
                 created_at=datetime.now(UTC),
-                model_name=self.model_ref["name"],
-                model_version=self.model_ref["version"],
+                model_name=self.model_ref.name,
+                model_version=self.model_ref.version,
                 runtime=self.runtime or SETTINGS.runtime,
                 image_sha256=upload.sha256,
                 width=upload.width,
                 height=upload.height,
                 bytes=upload.nbytes,
                 outputs={
-                    "conditions": result["conditions"],
-                    "primary_concern": result["primary_concern"],
-                    "healthy": result["healthy"],
+                    "conditions": result.model_dump(mode="json", include={"conditions"})["conditions"],
+                    "primary_concern": result.primary_concern,
+                    "healthy": result.healthy,
                     "route": route,
                 },
-                latency_ms=result["timings"]["total_ms"],
-                batch_size=result["batch_size"],
+                latency_ms=result.timings.total_ms,
+                batch_size=result.batch_size,
                 client_id=client,
             )
         )

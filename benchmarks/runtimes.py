@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from skinserve.manifest import load_manifest, model_tag
+from skinserve.manifest import ExportManifest, load_manifest
 from skinserve.runtime import RUNTIMES, ExportedModel, available_runtimes, load_exported_model, unavailable_reason
 
 
@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def chosen_runtimes(manifest: dict[str, Any], wanted: str) -> list[str]:
+def chosen_runtimes(manifest: ExportManifest, wanted: str) -> list[str]:
     """The runtimes to time; one asked for by name that cannot run here is reported and left out."""
     if wanted == "all":
         return available_runtimes(manifest)
@@ -83,7 +83,7 @@ def device_case(model: ExportedModel, batch: np.ndarray) -> tuple[Callable[[], A
 
 
 def bench_runtime(model: ExportedModel, sizes: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
-    side = int(model.manifest["preprocessing"]["input_size"])
+    side = model.manifest.preprocess.input_size
     rng = np.random.default_rng(0)
     rows = []
     for size in sizes:
@@ -142,15 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     for runtime in runtimes:
         rows += bench_runtime(load_exported_model(args.export_dir, runtime, threads=args.threads), sizes, args)
     print(
-        f"{model_tag(manifest)} ({manifest['model']['backbone']}, "
-        f"{manifest['preprocessing']['input_size']} px) on {machine()['gpu'] or f'{os.cpu_count()} CPU cores'}"
+        f"{manifest.tag} ({manifest.model.backbone}, "
+        f"{manifest.preprocess.input_size} px) on {machine()['gpu'] or f'{os.cpu_count()} CPU cores'}"
     )
     print(table(rows))
     out = args.json or args.export_dir / "bench.json"
     report = {
-        "model": model_tag(manifest),
-        "backbone": manifest["model"]["backbone"],
-        "input_size": manifest["preprocessing"]["input_size"],
+        "model": manifest.tag,
+        "backbone": manifest.model.backbone,
+        "input_size": manifest.preprocess.input_size,
         "machine": machine(),
         "repeat": args.repeat,
         "warmup": args.warmup,

@@ -40,7 +40,10 @@ from typing import Any
 import numpy as np
 
 from loadtests.images import load_corpus, write_corpus
-from loadtests.runner import REPO, LoadTestConfig, run_locust, running_service, service_timings, summarise
+from loadtests.runner import LoadTestConfig, run_locust, service_timings, summarise
+from skinserve.serve.process import running_service
+
+REPO = Path(__file__).resolve().parents[1]
 
 CONFIGS = ("batched", "unbatched")
 
@@ -85,26 +88,13 @@ def prepared_model(args: argparse.Namespace) -> tuple[Path, Path]:
     """(BentoML home, export directory) of the model under test, trained and exported here when none is given."""
     if args.bento_home:
         return args.bento_home, stored_model_path(args.bento_home, args.model_tag)
-    home, work = args.out / "bentoml", args.out / "model"
-    env = os.environ | {"BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
-    checkpoint = args.checkpoint or work / "run" / "best.pt"
-    if not checkpoint.is_file():
-        from skinserve.data.synth import SynthConfig, write_synthetic_set
-
-        write_synthetic_set(work / "shine", SynthConfig(per_class=1, size=args.img_size, seed=3))
-        train = ["--data", str(work / "shine"), "--out", str(work / "run"), "--model", args.backbone]
-        train += ["--img-size", str(args.img_size), "--epochs", "1", "--workers", "0", "--scratch"]
-        _stage(["-m", "train", *train, "--no-registry", "--no-progress"], env)
+    work = args.out / "model"
+    home = work / "bentoml"
     if not (home / "models").is_dir():
-        name, version = args.model_tag.split(":")
-        export = ["-m", "export", str(checkpoint), "--formats", "onnx", "--out", str(work / "export"), "--bento"]
-        _stage([*export, "--name", name, "--version", version], env)
+        from loadtests.models import build_model_store
+
+        build_model_store(work, args.model_tag, args.backbone, args.img_size, checkpoint=args.checkpoint, quiet=False)
     return home, stored_model_path(home, args.model_tag)
-
-
-def _stage(arguments: list[str], env: dict[str, str]) -> None:
-    print(f"running: python {' '.join(arguments)}", flush=True)
-    subprocess.run([sys.executable, *arguments], check=True, env=env, cwd=REPO, timeout=1800)
 
 
 def stored_model_path(home: Path, tag: str) -> Path:
@@ -135,7 +125,7 @@ def raw_runtime(export_dir: Path, batch_sizes: list[int], sessions: int, threads
     from skinserve.runtime import load_exported_model
 
     models = [load_exported_model(export_dir, "auto", threads=threads) for _ in range(sessions)]
-    side = int(models[0].manifest["preprocessing"]["input_size"])
+    side = models[0].manifest.preprocess.input_size
     rows = []
     for size in batch_sizes:
         batch = np.random.default_rng(0).standard_normal((size, 3, side, side)).astype(np.float32)
@@ -164,11 +154,10 @@ def _calls_for(model, batch: np.ndarray, seconds: float) -> list[float]:
 def decode_alone(export_dir: Path, images: Path, threads: int, seconds: float = 3.0) -> dict[str, Any]:
     """prepare_upload (validate, decode, resize, crop, normalise) over the images: CPU ms per image on one thread,
     then images/s on `threads` threads."""
-    from skinserve.images import UploadLimits
-    from skinserve.manifest import load_manifest, preprocessing_of
-    from skinserve.serving import prepare_upload
+    from skinserve.manifest import load_manifest
+    from skinserve.serve.uploads import UploadLimits, prepare_upload
 
-    pre = preprocessing_of(load_manifest(export_dir))
+    pre = load_manifest(export_dir).preprocess
     blobs = [image.data for image in load_corpus(images)]
     cpu = time.thread_time()
     for i in range(3 * len(blobs)):
@@ -247,9 +236,9 @@ def measured_level(args: argparse.Namespace, name: str, service, images: Path, u
     out.mkdir(parents=True, exist_ok=True)
     config = LoadTestConfig(out, service.url, users, float(users), f"{args.seconds + 2}s", scenario="analyze")
     config = dataclasses.replace(config, images=images, reset_stats=True, workers=args.locust_processes)
-    before = (_metrics(service.url), _cpu_seconds(service.pid), _children_cpu(), _machine_cpu())
+    before = (_metrics(service.url), _cpu_seconds(service.process.pid), _children_cpu(), _machine_cpu())
     summary = summarise(run_locust(config, service.url, images))["total"]
-    after = (_metrics(service.url), _cpu_seconds(service.pid), _children_cpu(), _machine_cpu())
+    after = (_metrics(service.url), _cpu_seconds(service.process.pid), _children_cpu(), _machine_cpu())
     cpu = {k: after[1].get(k, 0.0) - before[1].get(k, 0.0) for k in after[1]} | {"locust": after[2] - before[2]}
     # Whatever else ran on the machine meanwhile (other users' jobs): the noise in these figures.
     cpu["foreign"] = max(0.0, after[3] - before[3] - sum(cpu.values()))
@@ -467,9 +456,11 @@ def main(argv: list[str] | None = None) -> int:
     args.database_url = migrated_database(args)
     images = image_folder(args)
     cores = os.cpu_count() or 1
-    manifest = json.loads((export_dir / "manifest.json").read_text())
+    from skinserve.manifest import load_manifest
+
+    manifest = load_manifest(export_dir)
     print(
-        f"{manifest['model']['backbone']} at {manifest['preprocessing']['input_size']} px on {cores} cores; model "
+        f"{manifest.model.backbone} at {manifest.preprocess.input_size} px on {cores} cores; model "
         f"{args.placement}, {args.api_workers} API worker(s), {model_copies(args)} model copies"
     )
     sizes = [int(b) for b in args.batch_sizes.split(",")]
@@ -498,7 +489,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     report = {
         "machine": {"cpu_count": cores, "platform": platform.platform(), "python": platform.python_version()},
-        "model": {"backbone": manifest["model"]["backbone"], "input_size": manifest["preprocessing"]["input_size"]},
+        "model": {"backbone": manifest.model.backbone, "input_size": manifest.preprocess.input_size},
         "settings": settings,
         "raw": raw,
         "decode": decode,

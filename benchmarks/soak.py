@@ -194,24 +194,23 @@ def _median_p99(windows: list[dict]) -> float | None:
 
 
 def started_server(args: argparse.Namespace):
-    """`bentoml serve` on the given model, or on the tests' tiny export built here (about a minute)."""
-    sys.path.insert(0, str(REPO))
+    """`bentoml serve` on the given model, or on a tiny export built here (about a minute)."""
+    from loadtests.models import build_model_store
     from skinserve.db import migrate
-    from tests.conftest import free_port
-    from tests.servers import build_tiny_export, start_server
+    from skinserve.serve.process import start_service
 
     workdir = Path(tempfile.mkdtemp(prefix="skinserve-soak-"))
     if args.bento_home:
         env = {"BENTOML_HOME": str(args.bento_home), "SKINSERVE_MODEL_TAG": args.model_tag}
     else:
         print("building the tests' tiny export ...", flush=True)
-        env = build_tiny_export(workdir)
+        env = build_model_store(workdir)
     env |= {"SKINSERVE_DATA_DIR": str(workdir / "data"), "SKINSERVE_SPOOL_DIR": str(workdir / "spool")}
     env["SKINSERVE_DATABASE_URL"] = args.database_url or f"sqlite:///{workdir / 'data' / 'skinserve.db'}"
     # Without the prediction log's table every row is spooled and retried: an outage (tests/test_faults.py measures
     # that), not the steady state a soak is about. Alembic's engine creates the SQLite file's folder.
     migrate.upgrade(env["SKINSERVE_DATABASE_URL"])
-    return start_server(env, free_port(), workdir / "server.log")
+    return start_service(env, workdir / "server.log")
 
 
 def main(argv: list[str] | None = None) -> int:

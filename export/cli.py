@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from skinserve.console import fail
+from skinserve.errors import SkinserveError
 
 if TYPE_CHECKING:
     from export.formats import ExportOptions
     from export.parity import ParityRow
+    from skinserve.manifest import ExportManifest
 
 Opt = typer.Option
 DEFAULT_TIMING_CACHE = Path("~/.cache/skinserve/tensorrt-timing.cache")
@@ -22,7 +26,7 @@ DEFAULT_TIMING_CACHE = Path("~/.cache/skinserve/tensorrt-timing.cache")
 @dataclass(frozen=True)
 class ExportResult:
     out: Path
-    manifest: dict[str, Any]
+    manifest: ExportManifest
     parity: list[ParityRow]
 
     @property
@@ -35,18 +39,18 @@ def run_export(
 ) -> ExportResult:
     """Artifacts, manifest and parity table in `out`; the manifest records the parity verdict."""
     from export.formats import export_artifacts
-    from export.manifest import artifact_entry, build_manifest, resolve_version, write_manifest
+    from export.manifest import artifact_entry, build_manifest, resolve_version
     from export.parity import PARITY_FILE, check_parity, parity_summary, save_parity
-    from skinserve.checkpoint import load_checkpoint
-    from skinserve.manifest import file_sha256
-    from skinserve.model import model_from_checkpoint
+    from skinserve.manifest import file_sha256, write_manifest
+    from skinserve.modeling.checkpoint import load_checkpoint
+    from skinserve.modeling.model import model_from_checkpoint
 
     checkpoint = load_checkpoint(checkpoint_path)
     sha256 = file_sha256(checkpoint_path)
     version = resolve_version(checkpoint_path, version)
     model = model_from_checkpoint(checkpoint)
     out.mkdir(parents=True, exist_ok=True)
-    artifacts = export_artifacts(model, out, int(checkpoint["preprocessing"]["input_size"]), options)
+    artifacts = export_artifacts(model, out, checkpoint.preprocessing.input_size, options)
     entries = {a.format: artifact_entry(out, a) for a in artifacts}
     manifest = build_manifest(
         checkpoint, {"checkpoint": checkpoint_path.name, "sha256": sha256}, entries, name, version
@@ -54,7 +58,7 @@ def run_export(
     write_manifest(out, manifest)  # parity loads the artifacts the way a server would: through the manifest
     rows = check_parity(model, out, list(entries))
     save_parity(rows, out / PARITY_FILE)
-    manifest["parity"] = parity_summary(rows)
+    manifest = manifest.model_copy(update={"parity": parity_summary(rows)})
     write_manifest(out, manifest)
     return ExportResult(out, manifest, rows)
 
@@ -77,11 +81,10 @@ def export_command(
 ) -> None:
     """Export a checkpoint to ONNX / ONNX fp16 / TensorRT / AOTInductor, check parity, write manifest.json."""
     from export.formats import DEFAULT_OPSET, BatchProfile, ExportError, ExportOptions, parse_formats, refusal
-    from export.manifest import PublishError, ensure_not_in_bento, resolve_version, save_to_bento, upload_to_storage
+    from export.manifest import ensure_not_in_bento, resolve_version, save_to_bento, upload_to_storage
     from export.parity import PARITY_FILE, parity_table
-    from skinserve.checkpoint import CheckpointError
-    from skinserve.manifest import model_tag
-    from skinserve.storage import StorageError, open_storage
+    from skinserve.modeling.checkpoint import CheckpointError
+    from skinserve.storage import open_storage
 
     try:
         if opset < DEFAULT_OPSET:
@@ -106,29 +109,24 @@ def export_command(
         if storage:
             open_storage(storage)
         result = run_export(checkpoint, out, options, name, version)
-    except (ExportError, CheckpointError, PublishError, StorageError) as err:
-        raise _fail(str(err)) from err
+    except SkinserveError as err:
+        raise fail(str(err)) from err
     typer.echo(parity_table(result.parity))
     manifest = result.manifest
     typer.echo(
-        f"wrote {', '.join(a['file'] for a in manifest['artifacts'].values())} and manifest.json "
-        f"({model_tag(manifest)}) to {out}; parity table in {out / PARITY_FILE}"
+        f"wrote {', '.join(a.file for a in manifest.artifacts.values())} and manifest.json "
+        f"({manifest.tag}) to {out}; parity table in {out / PARITY_FILE}"
     )
     if not result.passed:
-        raise _fail("parity failed (rows marked FAIL above): the artifacts are not published", code=1)
+        raise fail("parity failed (rows marked FAIL above): the artifacts are not published", code=1)
     try:
         if bento:
             typer.echo(f"saved {save_to_bento(out, manifest, (PARITY_FILE,))} in the BentoML model store")
         if storage:
             urls = upload_to_storage(out, manifest, storage, (PARITY_FILE,))
             typer.echo(f"uploaded {len(urls)} files to {urls[-1].rsplit('/', 1)[0]}")
-    except (PublishError, StorageError) as err:
-        raise _fail(str(err)) from err
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
+    except SkinserveError as err:
+        raise fail(str(err)) from err
 
 
 def main() -> None:

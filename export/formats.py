@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from skinserve.model import SkinModel
+from skinserve.errors import SkinserveError
+from skinserve.modeling.model import SkinModel
 from skinserve.runtime import INPUT_NAME, OUTPUT_NAMES
 
 FORMATS = ("onnx", "onnx-fp16", "tensorrt", "aoti")
@@ -31,7 +32,7 @@ DEFAULT_OPSET = 18
 AOTI_DEVICES = ("cuda", "cpu")
 
 
-class ExportError(RuntimeError):
+class ExportError(SkinserveError):
     pass
 
 

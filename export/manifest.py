@@ -6,7 +6,7 @@ and outputs, each artifact's file, format, precision and SHA-256, and where the 
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import platform
 import re
 import shutil
@@ -16,15 +16,25 @@ from pathlib import Path
 from typing import Any
 
 from export.formats import Artifact
-from skinserve.labels import CONDITIONS, SEVERITY_LABELS
-from skinserve.manifest import MANIFEST_FORMAT, MANIFEST_NAME, file_sha256
+from skinserve.errors import SkinserveError
+from skinserve.manifest import (
+    MANIFEST_NAME,
+    ArtifactEntry,
+    BatchRange,
+    ExportManifest,
+    LabelSet,
+    ManifestModel,
+    TensorSpec,
+    file_sha256,
+)
+from skinserve.modeling.checkpoint import Checkpoint
 from skinserve.runtime import INPUT_NAME, OUTPUT_NAMES
 
 # A BentoML tag part and a storage key segment at once.
 _VERSION_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
 
 
-class PublishError(RuntimeError):
+class PublishError(SkinserveError):
     pass
 
 
@@ -73,86 +83,69 @@ def _version(distributions: tuple[str, ...]) -> str | None:
     return None
 
 
-def artifact_entry(export_dir: Path, artifact: Artifact) -> dict[str, Any]:
+def artifact_entry(export_dir: Path, artifact: Artifact) -> ArtifactEntry:
     path = export_dir / artifact.file
-    return {
-        "file": artifact.file,
-        "format": artifact.format,
-        "precision": artifact.precision,
-        "device": artifact.device,
-        "sha256": file_sha256(path),
-        "bytes": path.stat().st_size,
-        "batch": {"min": artifact.min_batch, "max": artifact.max_batch},
-    }
+    return ArtifactEntry(
+        file=artifact.file,
+        format=artifact.format,
+        precision=artifact.precision,
+        device=artifact.device,
+        sha256=file_sha256(path),
+        bytes=path.stat().st_size,
+        batch=BatchRange(min=artifact.min_batch, max=artifact.max_batch),
+    )
 
 
 def build_manifest(
-    checkpoint: dict[str, Any], source: dict[str, Any], artifacts: dict[str, dict[str, Any]], name: str, version: str
-) -> dict[str, Any]:
+    checkpoint: Checkpoint, source: dict[str, Any], artifacts: dict[str, ArtifactEntry], name: str, version: str
+) -> ExportManifest:
     """`source`: the checkpoint file's name and SHA-256; `artifacts`: format -> `artifact_entry`."""
-    pre = checkpoint["preprocessing"]
-    spec = checkpoint["model"]
-    size = int(pre["input_size"])
-    return {
-        "format": MANIFEST_FORMAT,
-        "name": name,
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    spec, size = checkpoint.model, checkpoint.preprocessing.input_size
+    n_conditions, n_levels = len(checkpoint.labels.conditions), len(checkpoint.labels.severities)
+    return ExportManifest(
+        name=name,
+        version=version,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         # Name and version again beside the architecture, for readers that look for them there (service.py does).
-        "model": {
-            "name": name,
-            "version": version,
-            "backbone": spec["name"],
-            "img_size": spec["img_size"],
-            "num_features": spec.get("num_features"),
-            "skin_type_head": bool(spec.get("skin_type_head")),
-        },
-        "labels": checkpoint.get("labels") or {"conditions": list(CONDITIONS), "severities": list(SEVERITY_LABELS)},
-        "thresholds": {c: float(t) for c, t in (checkpoint.get("thresholds") or {}).items()},
-        "preprocessing": pre,
-        "input": {
-            "name": INPUT_NAME,
-            "dtype": "float32",
-            "shape": ["batch", 3, size, size],
-            "layout": "NCHW",
-            "normalised": True,
-        },
-        "outputs": [
-            {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", len(CONDITIONS)]},
-            {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", len(CONDITIONS), len(SEVERITY_LABELS)]},
+        model=ManifestModel(
+            name=name,
+            version=version,
+            backbone=spec.name,
+            img_size=spec.img_size,
+            num_features=spec.num_features,
+            skin_type_head=spec.skin_type_head,
+        ),
+        labels=LabelSet(**dataclasses.asdict(checkpoint.labels)),
+        thresholds=checkpoint.thresholds,
+        preprocessing=checkpoint.preprocessing.as_dict(),
+        input=TensorSpec(
+            name=INPUT_NAME, dtype="float32", shape=["batch", 3, size, size], layout="NCHW", normalised=True
+        ),
+        outputs=[
+            TensorSpec(name=OUTPUT_NAMES[0], dtype="float32", shape=["batch", n_conditions]),
+            TensorSpec(name=OUTPUT_NAMES[1], dtype="float32", shape=["batch", n_conditions, n_levels]),
         ],
         # The skin-type head, when trained, is left out of every graph: serving answers conditions and severity.
-        "dropped_outputs": ["skin_type_logits"] if spec.get("skin_type_head") else [],
-        "artifacts": artifacts,
-        "source": source
-        | {
-            "metrics": checkpoint.get("metrics", {}),
-            "config": checkpoint.get("config", {}),
-            "versions": checkpoint.get("versions", {}),
-        },
-        # Top level, as in a checkpoint, so skinserve.evaluation.records_for_split can rebuild the split from it.
-        "dataset_fingerprint": checkpoint.get("dataset_fingerprint"),
-        "split_seed": checkpoint.get("split_seed", 0),
-        "versions": installed_versions(),
-    }
+        dropped_outputs=["skin_type_logits"] if spec.skin_type_head else [],
+        artifacts=artifacts,
+        source=source | {"metrics": checkpoint.metrics, "config": checkpoint.config, "versions": checkpoint.versions},
+        # As in a checkpoint, so skinserve.data.split.records_of_split can rebuild the split from it.
+        dataset_fingerprint=checkpoint.dataset_fingerprint,
+        split_seed=checkpoint.split_seed,
+        versions=installed_versions(),
+    )
 
 
-def write_manifest(export_dir: Path, manifest: dict[str, Any]) -> Path:
-    path = export_dir / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return path
-
-
-def exported_files(manifest: dict[str, Any], extra: tuple[str, ...] = ()) -> list[str]:
+def exported_files(manifest: ExportManifest, extra: tuple[str, ...] = ()) -> list[str]:
     """The files that make up the export, the manifest last: a reader that finds it finds everything else."""
-    return [a["file"] for a in manifest["artifacts"].values()] + list(extra) + [MANIFEST_NAME]
+    return [a.file for a in manifest.artifacts.values()] + list(extra) + [MANIFEST_NAME]
 
 
-def save_to_bento(export_dir: Path, manifest: dict[str, Any], extra: tuple[str, ...] = ()) -> str:
+def save_to_bento(export_dir: Path, manifest: ExportManifest, extra: tuple[str, ...] = ()) -> str:
     """Copy the export into the BentoML model store as `name:version`; returns the tag."""
     import bentoml
 
-    tag = ensure_not_in_bento(manifest["name"], manifest["version"])
+    tag = ensure_not_in_bento(manifest.name, manifest.version)
     with bentoml.models.create(tag, labels=_bento_labels(manifest), metadata=_bento_metadata(manifest)) as model:
         for name in exported_files(manifest, extra):
             shutil.copy2(export_dir / name, Path(model.path) / name)
@@ -175,34 +168,34 @@ def ensure_not_in_bento(name: str, version: str) -> str:
     )
 
 
-def _bento_labels(manifest: dict[str, Any]) -> dict[str, str]:
+def _bento_labels(manifest: ExportManifest) -> dict[str, str]:
     return {
         "project": "skinserve",
-        "backbone": manifest["model"]["backbone"],
-        "formats": "+".join(manifest["artifacts"]),
-        "input-size": str(manifest["preprocessing"]["input_size"]),
+        "backbone": manifest.model.backbone,
+        "formats": "+".join(manifest.artifacts),
+        "input-size": str(manifest.preprocess.input_size),
     }
 
 
-def _bento_metadata(manifest: dict[str, Any]) -> dict[str, Any]:
-    test = manifest["source"].get("metrics", {}).get("test", {})
+def _bento_metadata(manifest: ExportManifest) -> dict[str, Any]:
+    test = manifest.source.get("metrics", {}).get("test", {})
     return {
-        "manifest_format": manifest["format"],
-        "conditions": list(manifest["labels"]["conditions"]),
-        "thresholds": manifest["thresholds"],
-        "input_size": manifest["preprocessing"]["input_size"],
-        "artifacts": {fmt: a["file"] for fmt, a in manifest["artifacts"].items()},
-        "checkpoint_sha256": manifest["source"]["sha256"],
+        "manifest_format": manifest.format,
+        "conditions": list(manifest.labels.conditions),
+        "thresholds": manifest.thresholds,
+        "input_size": manifest.preprocess.input_size,
+        "artifacts": {fmt: a.file for fmt, a in manifest.artifacts.items()},
+        "checkpoint_sha256": manifest.source["sha256"],
         "test_metrics": {k: v for k, v in test.items() if isinstance(v, (int, float))},
     }
 
 
-def upload_to_storage(export_dir: Path, manifest: dict[str, Any], url: str, extra: tuple[str, ...] = ()) -> list[str]:
+def upload_to_storage(export_dir: Path, manifest: ExportManifest, url: str, extra: tuple[str, ...] = ()) -> list[str]:
     """Put the export under `<name>/<version>/` in a folder or gs://bucket/prefix; returns the objects' URLs."""
     from skinserve.storage import open_storage
 
     storage = open_storage(url)
-    prefix = f"{manifest['name']}/{manifest['version']}"
+    prefix = f"{manifest.name}/{manifest.version}"
     return [
         storage.put(f"{prefix}/{name}", (export_dir / name).read_bytes(), _content_type(name))
         for name in exported_files(manifest, extra)

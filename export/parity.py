@@ -84,9 +84,9 @@ def check_parity(model: torch.nn.Module, export_dir: Path, formats: list[str], s
     rows = []
     for fmt in formats:
         exported = load_exported_model(export_dir, fmt=fmt)
-        pre = Preprocessing.from_dict(exported.manifest["preprocessing"])
-        thresholds = threshold_vector(exported.manifest["thresholds"])
-        precision = exported.manifest["artifacts"][fmt]["precision"]
+        pre = exported.manifest.preprocess
+        thresholds = threshold_vector(exported.manifest.thresholds)
+        precision = exported.manifest.artifacts[fmt].precision
         for kind, images in parity_inputs(pre, seed).items():
             for batch in BATCH_SIZES:
                 inputs = images[:batch]

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from skinserve.errors import SkinserveError
+
 DEFAULT_SIZES: tuple[int, ...] = (256, 512, 1024)
 DEFAULT_FORMATS: tuple[str, ...] = ("jpeg", "png")
 _FORMATS = {"jpeg": ("JPEG", ".jpg", "image/jpeg"), "png": ("PNG", ".png", "image/png")}
@@ -24,7 +26,7 @@ _CONTENT_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/pn
 _GRAIN_SIGMA = 3.0
 
 
-class CorpusError(ValueError):
+class CorpusError(SkinserveError):
     """No usable images where the load test was told to find them."""
 
 

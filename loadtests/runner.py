@@ -9,21 +9,19 @@ from __future__ import annotations
 import csv
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-REPO = Path(__file__).resolve().parents[1]
+from skinserve.errors import SkinserveError
+from skinserve.serve.process import free_port
+
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 SCENARIOS: dict[str, tuple[str, ...]] = {
     "mixed": ("AnalyzeUser", "BatchAnalyzeUser", "ModelInfoUser"),
@@ -34,7 +32,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
 PERCENTILES = {"p50": "50%", "p90": "90%", "p95": "95%", "p99": "99%"}
 
 
-class LoadTestError(RuntimeError):
+class LoadTestError(SkinserveError):
     """The load test could not run (service would not start, Locust failed): not a broken threshold."""
 
 
@@ -56,72 +54,6 @@ class LoadTestConfig:
     max_error_rate: float | None = None
     token: str | None = field(default=None, repr=False)  # sent as a bearer token; never written to a report
     service_env: dict[str, str] = field(default_factory=dict)  # extra SKINSERVE_* for a service started here
-
-
-# --- the service, when no --host is given --------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass(frozen=True)
-class StartedService:
-    url: str
-    pid: int  # BentoML's arbiter; its workers start sessions of their own, and it stops them on SIGTERM
-
-
-@contextmanager
-def running_service(env: Mapping[str, str], log: Path, ready_timeout_s: float = 300) -> Iterator[StartedService]:
-    """`bentoml serve service:SkinService` on a free port in its own process group, yielded once /readyz answers
-    200; the whole group is stopped after."""
-    import httpx
-
-    port = free_port()
-    command = [sys.executable, "-m", "bentoml", "serve", "service:SkinService", "--port", str(port)]
-    command += ["--host", "127.0.0.1"]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as handle:
-        process = subprocess.Popen(
-            command,
-            cwd=REPO,
-            env=os.environ | {"BENTOML_DO_NOT_TRACK": "true"} | dict(env),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + ready_timeout_s
-            while not _ready(httpx, url):
-                if process.poll() is not None:
-                    raise LoadTestError(f"the service exited with {process.returncode}; see {log}")
-                if time.monotonic() > deadline:
-                    raise LoadTestError(f"the service was not ready in {ready_timeout_s:.0f} s; see {log}")
-                time.sleep(0.5)
-            yield StartedService(url, process.pid)
-        finally:
-            _stop_group(process)
-
-
-def _ready(httpx, url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/readyz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 # --- Locust --------------------------------------------------------------------------------------------------
@@ -155,7 +87,11 @@ def run_locust(config: LoadTestConfig, host: str, images: Path) -> Path:
     seconds = _seconds(config.run_time)
     with (config.out / "locust.log").open("wb") as log:
         process = subprocess.Popen(
-            locust_command(config, host, prefix, images), cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            locust_command(config, host, prefix, images),
+            cwd=LOCUSTFILE.parent,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         try:
             code = process.wait(timeout=seconds + 120)
@@ -300,6 +236,7 @@ def broken_thresholds(total: Mapping[str, Any], max_p99_ms: float | None, max_er
 def run_loadtest(config: LoadTestConfig) -> int:
     """Run, report into config.out, and return the exit code: 0 passed, 1 a threshold broken, 2 could not run."""
     from loadtests.images import CorpusError, load_corpus
+    from skinserve.serve.process import ServiceStartError, running_service
 
     if config.scenario not in SCENARIOS:
         print(f"error: unknown scenario {config.scenario!r}; expected one of {', '.join(SCENARIOS)}")
@@ -316,7 +253,7 @@ def run_loadtest(config: LoadTestConfig) -> int:
             else:
                 with running_service(config.service_env, config.out / "service.log") as service:
                     prefix = run_locust(config, service.url, images)
-    except (LoadTestError, CorpusError) as err:
+    except (LoadTestError, CorpusError, ServiceStartError) as err:
         print(f"error: {err}")
         return 2
     summary = summarise(prefix) | {"service_timings": service_timings(config.out / "timings.json")}

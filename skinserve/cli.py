@@ -11,17 +11,14 @@ from typing import Annotated
 import typer
 
 from skinserve.config import Settings, redacted_url
+from skinserve.console import fail
+from skinserve.errors import SkinserveError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Skin-condition analysis: data, training, serving.")
 data_app = typer.Typer(no_args_is_help=True, help="Synthesise, read, split, download and ingest datasets.")
 db_app = typer.Typer(no_args_is_help=True, help="Manage the registry schema (Alembic).")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(code)
 
 
 @data_app.command("synth")
@@ -60,9 +57,9 @@ def data_ingest(
 ) -> None:
     """Validate, hash, dedupe, store and register a dataset; a second run adds nothing."""
     from skinserve.data.ingest import IngestOptions, ingest_dataset
-    from skinserve.data.sources import SourceError, is_archive, read_dataset, unpack_archive
+    from skinserve.data.sources import is_archive, read_dataset, unpack_archive
     from skinserve.db.engine import create_registry_engine
-    from skinserve.storage import StorageError, open_storage
+    from skinserve.storage import open_storage
 
     settings = Settings.from_env()
     engine = create_registry_engine(settings.database_url)
@@ -73,7 +70,7 @@ def data_ingest(
             read = read_dataset(root, format)  # type: ignore[arg-type]
             options = IngestOptions(source=source, batch_size=batch_size, workers=workers, progress=progress)
             summary = ingest_dataset(read, engine, open_storage(storage or settings.storage_url), options)
-    except (SourceError, StorageError, ValueError) as err:
+    except (SkinserveError, ValueError) as err:
         raise fail(str(err)) from err
     finally:
         engine.dispose()
@@ -96,12 +93,12 @@ def data_split(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Make the seeded, stratified, grouped 70/15/15 split and save it with the dataset fingerprint."""
-    from skinserve.data.sources import SourceError, read_dataset
+    from skinserve.data.sources import read_dataset
     from skinserve.data.split import split_dataset
 
     try:
         read = read_dataset(src, format)  # type: ignore[arg-type]
-    except (SourceError, ValueError) as err:
+    except SkinserveError as err:
         raise fail(str(err)) from err
     split = split_dataset(read.records, seed=seed)
     target = out or Settings.from_env().data_dir / "splits" / f"{split.fingerprint[:12]}-seed{seed}.json"
@@ -192,21 +189,19 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as one JSON object.")] = False,
 ) -> None:
     """Per-condition precision/recall/F1/AUC, macro/micro F1, severity accuracy/F1/MAE, fairness slices."""
-    from skinserve.checkpoint import CheckpointError
-    from skinserve.manifest import ArtifactError
 
     if split not in ("train", "val", "test", "all"):
         raise fail(f"--split must be train, val, test or all, not {split!r}")
     try:
         if model_path.is_dir():  # an export: its artifact through skinserve.runtime, its manifest's preprocessing
-            from skinserve.export_eval import evaluate_export
+            from skinserve.modeling.export_evaluation import evaluate_export
 
             metrics = evaluate_export(model_path, data, split, runtime, format)
         else:
-            from skinserve.evaluation import evaluate_checkpoint
+            from skinserve.modeling.evaluation import evaluate_checkpoint
 
             metrics = evaluate_checkpoint(model_path, data, split, format)
-    except (CheckpointError, ArtifactError, ValueError) as err:  # ManifestError is a ValueError
+    except SkinserveError as err:
         raise fail(str(err)) from err
     if as_json:
         typer.echo(json.dumps(metrics, sort_keys=True))
@@ -237,11 +232,11 @@ def explain(
     out: Annotated[Path, typer.Option(help="PNG to write.")],
 ) -> None:
     """Grad-CAM heatmaps, one per predicted condition, beside the input image."""
-    from skinserve.explain import explain_image
+    from skinserve.modeling.explain import explain_image
 
     try:
         conditions = explain_image(model_path, image, out)
-    except (OSError, ValueError) as err:
+    except (OSError, SkinserveError) as err:
         raise fail(str(err)) from err
     typer.echo(f"wrote {out}: {', '.join(conditions) if conditions else 'no condition present (healthy)'}")
 
@@ -256,18 +251,20 @@ def serve(
     """Start the BentoML service (service.py) with the embedded defaults: `bentoml serve` underneath."""
     import os
 
-    root = Path(__file__).resolve().parents[1]
-    if not (root / "service.py").is_file():
-        raise fail(f"service.py not found beside the skinserve package ({root}); run from a source checkout")
+    from skinserve.serve.process import ServiceStartError, serve_command, service_directory
+
+    try:
+        where = service_directory()
+    except ServiceStartError as err:
+        raise fail(str(err)) from err
     env = dict(os.environ)
     if model:
         env["SKINSERVE_MODEL_TAG"] = model
     if runtime:
         env["SKINSERVE_RUNTIME"] = runtime
-    command = [sys.executable, "-m", "bentoml", "serve", "service:SkinService", "--port", str(port), "--host", host]
-    os.chdir(root)
+    os.chdir(where)
     # Become the server (no parent left behind), so a signal to this process reaches BentoML directly.
-    os.execve(sys.executable, command, env)
+    os.execve(sys.executable, serve_command(port, host), env)
 
 
 @app.command("analyze")
@@ -319,42 +316,28 @@ def analyze(
         raise typer.Exit(1)
 
 
+STAGE_COMMANDS = "skinserve.commands"
+
+
 def _register_stage_commands() -> None:
-    """The training and export stages' commands, when installed beside the library (they are, in this repo)."""
-    try:
-        from train.cli import train_command, tune_command
-    except ImportError:
-        pass
-    else:
-        app.command("train")(train_command)
-        app.command("tune")(tune_command)
-    try:
-        from export.cli import export_command
-    except ImportError:
-        pass
-    else:
-        app.command("export")(export_command)
-    try:
-        from loadtests.runner import loadtest_command  # runs Locust as a subprocess; never imports it
-    except ImportError:
-        return
-    app.command("loadtest")(loadtest_command)
+    """The stages' commands (train, tune, export, loadtest), from the entry points their packages declare in
+    pyproject.toml: the library never imports a stage, and a stage installed alone still adds its command."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=STAGE_COMMANDS):
+        app.command(entry.name)(entry.load())  # each stage's cli module imports its heavy parts inside the command
 
 
 _register_stage_commands()
 
 
 def _require_current_schema(url: str) -> None:
-    from sqlalchemy.exc import OperationalError
-
-    from skinserve.db import migrate
+    from skinserve.db.migrate import SchemaNotCurrent, require_head
 
     try:
-        current = migrate.current_revision(url)
-    except OperationalError as err:
-        raise fail(f"cannot reach the registry at {redacted_url(url)}: {err.orig}") from err
-    if current != migrate.head_revision():
-        raise fail(f"registry {redacted_url(url)} is at revision {current}; run `skinserve db upgrade` first")
+        require_head(url)
+    except SchemaNotCurrent as err:
+        raise fail(str(err)) from err
 
 
 def main() -> None:

@@ -1,30 +1,71 @@
-"""Settings read once from the environment (`SKINSERVE_*`) and passed down as an object."""
+"""Settings read once from the environment (`SKINSERVE_*`, pydantic-settings) and passed down as objects."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
+from pydantic import ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from skinserve.errors import SkinserveError
 
-@dataclass(frozen=True)
-class Settings:
-    data_dir: Path
-    database_url: str
-    storage_url: str
+ENV_PREFIX = "SKINSERVE_"
+
+
+class SettingsError(SkinserveError, ValueError):
+    """A `SKINSERVE_*` variable with a value that cannot be used; the message names the variable."""
+
+
+class EnvSettings(BaseSettings):
+    """Base of every settings class: `SKINSERVE_<FIELD>` variables, empty ones meaning "use the default"."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_ignore_empty=True, extra="ignore", frozen=True)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        data_dir = Path(env.get("SKINSERVE_DATA_DIR", "data")).expanduser().resolve()
-        return cls(
-            data_dir=data_dir,
-            database_url=env.get("SKINSERVE_DATABASE_URL") or f"sqlite:///{data_dir / 'skinserve.db'}",
-            storage_url=env.get("SKINSERVE_STORAGE_URL") or str(data_dir / "images"),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
+        """From the process environment, or from `environ` alone; a bad value raises SettingsError naming it."""
+        try:
+            if environ is None:
+                return cls()
+            # model_validate skips BaseSettings' sources: only `environ` is read, through the same validators.
+            values = {k[len(ENV_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX) and v}
+            return cls.model_validate(values)
+        except ValidationError as err:
+            raise SettingsError(describe_invalid(err)) from err
+
+
+def describe_invalid(err: ValidationError) -> str:
+    """pydantic's errors in the words of the environment: `SKINSERVE_MODEL_COPIES='0': ...`."""
+    problems = []
+    for problem in err.errors():
+        name = ENV_PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
+        value = problem.get("input")
+        shown = "" if isinstance(value, dict) else f"={value!r}"
+        problems.append(f"{name}{shown}: {problem['msg']}")
+    return "; ".join(problems)
+
+
+class Settings(EnvSettings):
+    """Where the embedded defaults live: a data folder holding the SQLite registry and the image store."""
+
+    data_dir: Path = Path("data")
+    database_url: str = ""  # default: sqlite:///<data_dir>/skinserve.db
+    storage_url: str = ""  # default: <data_dir>/images
+
+    @model_validator(mode="after")
+    def _embedded_defaults(self) -> Self:
+        data_dir = self.data_dir.expanduser().resolve()
+        defaults: dict[str, Any] = {
+            "data_dir": data_dir,
+            "database_url": self.database_url or f"sqlite:///{data_dir / 'skinserve.db'}",
+            "storage_url": self.storage_url or str(data_dir / "images"),
+        }
+        for name, value in defaults.items():
+            object.__setattr__(self, name, value)  # frozen: filled in once, while validating
+        return self
 
 
 def redacted_url(url: str) -> str:

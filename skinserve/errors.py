@@ -8,7 +8,7 @@ meaning; the OpenAPI spec and the README are written from it, so a new code is d
 
 from __future__ import annotations
 
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 
 class SkinserveError(Exception):
@@ -46,9 +46,19 @@ def register_code(code: str, status: int, meaning: str) -> str:
 
 
 class ClientError(SkinserveError):
-    """Bad input or a refusal a client can act on: answered with `status` and `code` in the JSON body."""
+    """Bad input or a refusal a client can act on: answered with `status` and `code` in the JSON body.
 
-    code: ClassVar[str] = "bad_request"
+    A subclass names its usual code; `code=` overrides it for one instance (an upload error that is an empty body).
+    """
+
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            if code not in ERROR_CODES:
+                raise ValueError(f"unknown error code {code!r}: declare it with register_code first")
+            self.code = code
 
     @property
     def status(self) -> int:

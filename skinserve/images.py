@@ -1,4 +1,4 @@
-"""Decoding and validating image bytes: the one place that decides whether bytes are a usable image."""
+"""Image bytes: the table of image types, full validation for ingest, hashing, and upright 8-bit RGB."""
 
 from __future__ import annotations
 
@@ -9,19 +9,35 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from skinserve.errors import SkinserveError
+
 DEFAULT_MAX_PIXELS = 50_000_000  # ~7000 x 7000; larger uploads are refused before decoding, as bombs
 MIN_SIDE = 8
 
 
-FORMAT_SUFFIXES = {
-    "JPEG": ".jpg",
-    "MPO": ".jpg",
-    "PNG": ".png",
-    "WEBP": ".webp",
-    "BMP": ".bmp",
-    "GIF": ".gif",
-    "TIFF": ".tif",
-}
+@dataclass(frozen=True)
+class ImageType:
+    pil_format: str  # PIL's name for it
+    suffixes: tuple[str, ...]  # the first is the one written
+    mime: str
+    in_datasets: bool  # files with these suffixes are read from dataset folders
+
+
+# The one table of image types: what the service accepts, which files the dataset readers pick up, what a stored
+# file is called, and what content type a client sends it with.
+IMAGE_TYPES: tuple[ImageType, ...] = (
+    ImageType("PNG", (".png",), "image/png", True),
+    ImageType("JPEG", (".jpg", ".jpeg"), "image/jpeg", True),
+    ImageType("MPO", (".jpg",), "image/jpeg", False),  # phones' multi-picture JPEGs: decoded as their first frame
+    ImageType("WEBP", (".webp",), "image/webp", True),
+    ImageType("BMP", (".bmp",), "image/bmp", True),
+    ImageType("GIF", (".gif",), "image/gif", False),
+    ImageType("TIFF", (".tif", ".tiff"), "image/tiff", False),
+)
+FORMAT_SUFFIXES: dict[str, str] = {t.pil_format: t.suffixes[0] for t in IMAGE_TYPES}
+ACCEPTED_FORMATS = frozenset(FORMAT_SUFFIXES)
+DATASET_SUFFIXES: tuple[str, ...] = tuple(s for t in IMAGE_TYPES if t.in_datasets for s in t.suffixes)
+CONTENT_TYPES: dict[str, str] = {s: t.mime for t in IMAGE_TYPES for s in t.suffixes}
 
 
 def suffix_for(image_format: str) -> str:
@@ -29,7 +45,7 @@ def suffix_for(image_format: str) -> str:
     return FORMAT_SUFFIXES.get(image_format, ".img")
 
 
-class InvalidImage(ValueError):
+class InvalidImage(SkinserveError):
     """Bytes that are not a usable image; the message says why in words a user can act on."""
 
 
@@ -87,82 +103,6 @@ def open_rgb(path) -> Image.Image:
 
     with Image.open(path) as image:
         return ImageOps.exif_transpose(image).convert("RGB")
-
-
-# --- Uploads: what the service accepts from a client ---------------------------------------------------------
-
-ACCEPTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"})
-
-
-class UploadError(ValueError):
-    """Bad input from a client: `status` is the HTTP status to answer with, the message says why."""
-
-    status = 400
-
-
-class UploadTooLarge(UploadError):
-    status = 413
-
-
-class UnsupportedUpload(UploadError):
-    status = 415
-
-
-@dataclass(frozen=True)
-class UploadLimits:
-    max_bytes: int = 10 * 1024 * 1024
-    max_pixels: int = 40_000_000
-
-
-@dataclass(frozen=True)
-class DecodedUpload:
-    image: Image.Image  # RGB, upright, possibly already reduced (JPEG draft) but never below `min_side`
-    sha256: str
-    width: int  # as uploaded, before any reduction
-    height: int
-    format: str
-    nbytes: int
-
-
-def decode_upload(data: bytes, limits: UploadLimits, min_side: int | None = None) -> DecodedUpload:
-    """Validate and decode an upload to upright RGB; JPEGs decode at reduced scale when `min_side` allows.
-
-    Decode is the cost per request (about 37 ms for a 1024 px PNG on one core, 10 ms for a JPEG), so a JPEG that
-    will be resized to `min_side` anyway is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (PIL draft mode).
-    """
-    if not data:
-        raise UploadError("empty upload: send an image file")
-    if len(data) > limits.max_bytes:
-        raise UploadTooLarge(f"upload of {len(data)} bytes exceeds the limit of {limits.max_bytes} bytes")
-    try:
-        image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as err:  # PIL's own guard, past twice its MAX_IMAGE_PIXELS
-        raise UploadTooLarge(f"decompression bomb refused: {err}") from err
-    except UnidentifiedImageError as err:
-        raise UnsupportedUpload("not a supported image (JPEG, PNG, WebP, BMP, GIF or TIFF expected)") from err
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
-        raise UploadError(f"undecodable image header: {err}") from err
-    if image.format not in ACCEPTED_FORMATS:
-        raise UnsupportedUpload(f"image format {image.format} is not accepted")
-    width, height = image.size
-    if width * height > limits.max_pixels:
-        raise UploadTooLarge(f"{width}x{height} pixels exceeds the limit of {limits.max_pixels} (decompression bomb?)")
-    try:
-        if image.format in ("JPEG", "MPO") and min_side:
-            image.draft("RGB", _draft_size(width, height, min_side))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-        rgb = upright_rgb(image)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as err:
-        raise UploadError(f"undecodable image: {err}") from err
-    return DecodedUpload(rgb, sha256_hex(data), width, height, image.format, len(data))
-
-
-def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
-    """The size to ask libjpeg for: the shorter side must stay at or above `min_side` after reduction."""
-    scale = min_side / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def upright_rgb(image: Image.Image) -> Image.Image:

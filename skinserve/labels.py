@@ -7,6 +7,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from skinserve.errors import SkinserveError
+
 # Fixed order: it is the column order of every tensor, export and response.
 CONDITIONS: tuple[str, ...] = (
     "acne",
@@ -47,7 +49,7 @@ SHINE_SEVERITY_WORDS: dict[str, tuple[str, str, str]] = {c: _DEFAULT_WORDS for c
 HEALTHY_WORDS: tuple[str, ...] = ("clear_skin", "minimal_concerns", "well_maintained")
 
 
-class LabelError(ValueError):
+class LabelError(SkinserveError):
     """A label that cannot be mapped onto the schema; the message names the file and the value."""
 
     def __init__(self, source: str, message: str) -> None:
@@ -159,7 +161,8 @@ def validate_targets(targets: Targets, source: str) -> Targets:
     return targets
 
 
-_ROMAN = {"i": 1, "ii": 2, "iii": 3, "iv": 4, "v": 5, "vi": 6}
+ROMAN_NUMERALS: tuple[str, ...] = ("I", "II", "III", "IV", "V", "VI")  # Fitzpatrick types as written
+_ROMAN = {numeral.lower(): number for number, numeral in enumerate(ROMAN_NUMERALS, start=1)}
 _FITZPATRICK_RE = re.compile(r"fitzpatrick\s*(?:type\s*)?([ivx]+|[1-6])\b", re.IGNORECASE)
 
 

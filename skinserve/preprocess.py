@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from PIL import Image
 
-_RESAMPLE = {
+RESAMPLING = {
     "bilinear": Image.Resampling.BILINEAR,
     "bicubic": Image.Resampling.BICUBIC,
     "nearest": Image.Resampling.NEAREST,
@@ -46,21 +46,6 @@ class Preprocessing:
         )
 
 
-def preprocessing_for(backbone, input_size: int, crop_pct: float | None = None) -> Preprocessing:
-    """The backbone's timm data config, at our input size; `crop_pct` overrides timm's when given."""
-    from timm.data import resolve_data_config
-
-    config = resolve_data_config({}, model=backbone)
-    interpolation = config.get("interpolation", "bicubic")
-    return Preprocessing(
-        input_size=input_size,
-        crop_pct=float(crop_pct if crop_pct is not None else config.get("crop_pct", 1.0)),
-        interpolation=interpolation if interpolation in _RESAMPLE else "bicubic",
-        mean=tuple(float(v) for v in config["mean"]),
-        std=tuple(float(v) for v in config["std"]),
-    )
-
-
 def resize_and_crop(image: Image.Image, pre: Preprocessing) -> Image.Image:
     """Shorter side to `resize_size` (aspect kept), then the centre `input_size` square, as timm's eval transform."""
     width, height = image.size
@@ -70,7 +55,7 @@ def resize_and_crop(image: Image.Image, pre: Preprocessing) -> Image.Image:
     else:
         size = (max(short, round(width * short / height)), short)
     if size != image.size:
-        image = image.resize(size, resample=_RESAMPLE[pre.interpolation])
+        image = image.resize(size, resample=RESAMPLING[pre.interpolation])
     left = (size[0] - pre.input_size) // 2
     top = (size[1] - pre.input_size) // 2
     return image.crop((left, top, left + pre.input_size, top + pre.input_size))

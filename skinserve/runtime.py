@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
-from skinserve.manifest import ArtifactError, load_manifest, verified_artifact
+from skinserve.manifest import ArtifactEntry, ArtifactError, ExportManifest, load_manifest, verified_artifact
 
 __all__ = [
     "RUNTIMES",
@@ -50,7 +50,7 @@ OUTPUT_NAMES = ("condition_logits", "severity_logits")
 @dataclass(frozen=True)
 class ExportedModel:
     runtime: str
-    manifest: dict[str, Any]
+    manifest: ExportManifest
     artifact: str  # file name inside the export directory
     max_batch: int | None  # None: any batch size
     _predict: PredictFn
@@ -110,15 +110,15 @@ def _machine_reason(runtime: str) -> str | None:
     return "needs onnxruntime, which is not installed" if _module_missing("onnxruntime") else None
 
 
-def _runnable_formats(runtime: str, manifest: dict[str, Any]) -> list[str]:
-    artifacts = manifest["artifacts"]
+def _runnable_formats(runtime: str, manifest: ExportManifest) -> list[str]:
+    artifacts = manifest.artifacts
     formats = [f for f in RUNTIME_FORMATS[runtime] if f in artifacts]
     if runtime in _AOTI_DEVICE:  # one aoti package is compiled for one device
-        formats = [f for f in formats if artifacts[f].get("device") == _AOTI_DEVICE[runtime]]
+        formats = [f for f in formats if artifacts[f].device == _AOTI_DEVICE[runtime]]
     return formats
 
 
-def _format_reason(runtime: str, manifest: dict[str, Any], fmt: str | None) -> str | None:
+def _format_reason(runtime: str, manifest: ExportManifest, fmt: str | None) -> str | None:
     """Why this export has no artifact `runtime` can run (of format `fmt`, when given); None when it has one."""
     if fmt is not None and fmt not in RUNTIME_FORMATS[runtime]:
         return f"it does not run {fmt} artifacts (it runs: {', '.join(RUNTIME_FORMATS[runtime])})"
@@ -127,16 +127,15 @@ def _format_reason(runtime: str, manifest: dict[str, Any], fmt: str | None) -> s
         return None
     wanted = fmt or " or ".join(RUNTIME_FORMATS[runtime])
     device = f" compiled for {_AOTI_DEVICE[runtime]}" if runtime in _AOTI_DEVICE else ""
-    exported = ", ".join(_described(f, a) for f, a in manifest["artifacts"].items()) or "nothing"
+    exported = ", ".join(_described(f, a) for f, a in manifest.artifacts.items()) or "nothing"
     return f"this export has no {wanted} artifact{device} (exported: {exported})"
 
 
-def _described(fmt: str, artifact: dict[str, Any]) -> str:
-    device = artifact.get("device", "any")
-    return fmt if device == "any" else f"{fmt} for {device}"
+def _described(fmt: str, artifact: ArtifactEntry) -> str:
+    return fmt if artifact.device == "any" else f"{fmt} for {artifact.device}"
 
 
-def unavailable_reason(runtime: str, manifest: dict[str, Any], fmt: str | None = None) -> str | None:
+def unavailable_reason(runtime: str, manifest: ExportManifest, fmt: str | None = None) -> str | None:
     """Why `runtime` cannot run this export (its `fmt` artifact, when given) here; None when it can.
 
     The artifacts are checked first, so ruling out a runtime the export has nothing for imports nothing."""
@@ -146,7 +145,7 @@ def unavailable_reason(runtime: str, manifest: dict[str, Any], fmt: str | None =
     return f"runtime {runtime}: {reason}" if reason else None
 
 
-def available_runtimes(manifest: dict[str, Any], fmt: str | None = None) -> list[str]:
+def available_runtimes(manifest: ExportManifest, fmt: str | None = None) -> list[str]:
     """The runtimes that can run this export here, in order of preference."""
     return [r for r in RUNTIMES if unavailable_reason(r, manifest, fmt) is None]
 
@@ -162,15 +161,15 @@ def load_exported_model(
     export_dir = Path(export_dir)
     manifest = load_manifest(export_dir)
     runtime = _chosen_runtime(manifest, runtime, fmt)
-    entry = manifest["artifacts"][fmt or _runnable_formats(runtime, manifest)[0]]
+    entry = manifest.artifacts[fmt or _runnable_formats(runtime, manifest)[0]]
     path = verified_artifact(export_dir, entry)
     predict, device_call = _LOADERS[runtime](path, threads)
-    return ExportedModel(runtime, manifest, entry["file"], entry.get("batch", {}).get("max"), predict, device_call)
+    return ExportedModel(runtime, manifest, entry.file, entry.batch.max, predict, device_call)
 
 
-def _chosen_runtime(manifest: dict[str, Any], runtime: str, fmt: str | None) -> str:
-    if fmt is not None and fmt not in manifest["artifacts"]:
-        exported = ", ".join(manifest["artifacts"]) or "nothing"
+def _chosen_runtime(manifest: ExportManifest, runtime: str, fmt: str | None) -> str:
+    if fmt is not None and fmt not in manifest.artifacts:
+        exported = ", ".join(manifest.artifacts) or "nothing"
         raise ArtifactError(f"format {fmt!r} was not exported (exported: {exported})")
     if runtime == "auto":
         available = available_runtimes(manifest, fmt)

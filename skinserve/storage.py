@@ -8,9 +8,17 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 from urllib.parse import urlparse
 
+from skinserve.errors import SkinserveError
 
-class StorageError(RuntimeError):
+
+class StorageError(SkinserveError):
     pass
+
+
+def content_key(prefix: str, sha256: str, suffix: str) -> str:
+    """`<prefix>/<ab>/<sha256><suffix>`: content-addressed, so the same bytes are stored once; the two-character
+    fan-out keeps any one folder (or GCS listing prefix) small."""
+    return f"{prefix}/{sha256[:2]}/{sha256}{suffix}"
 
 
 class Storage(Protocol):

@@ -21,6 +21,7 @@ from skinserve.data.synth import SynthConfig, write_synthetic_set
 from skinserve.db import migrate
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import Base
+from skinserve.serve.process import free_port
 
 POSTGRES_URL = os.environ.get("SKINSERVE_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -33,12 +34,6 @@ def unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(f"{reason} (CI=true requires it)", pytrace=False)
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

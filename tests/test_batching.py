@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skinserve.batching import LocalModel
-from skinserve.service_config import ServiceSettings
-from skinserve.serving import unpack_logits
+from skinserve.serve.model import LocalModel, unpack_logits
+from skinserve.serve.settings import ServiceSettings
 
 from .servers import shared_tiny_export
 
@@ -30,6 +29,7 @@ async def concurrently(model: LocalModel, inputs: list[np.ndarray]) -> list[np.n
     return list(await asyncio.gather(*(model.predict(x) for x in inputs)))
 
 
+@pytest.mark.slow
 def test_concurrent_calls_share_model_calls_and_get_their_own_rows(export_dir):
     observed: list[int] = []
     model = LocalModel(export_dir, ServiceSettings(max_batch_size=16, ort_threads=1), lambda n, cpu: observed.append(n))
@@ -48,6 +48,7 @@ def test_concurrent_calls_share_model_calls_and_get_their_own_rows(export_dir):
         assert (batch_sizes >= len(x)).all()
 
 
+@pytest.mark.slow
 def test_with_batching_off_each_call_runs_alone(export_dir):
     observed: list[int] = []
     model = LocalModel(export_dir, ServiceSettings(max_batch_size=1, ort_threads=1), lambda n, cpu: observed.append(n))
@@ -57,6 +58,7 @@ def test_with_batching_off_each_call_runs_alone(export_dir):
 
 
 @pytest.mark.parametrize("max_batch_size", [1, 16])
+@pytest.mark.slow
 def test_a_worker_runs_as_many_model_calls_at_once_as_it_has_copies(export_dir, max_batch_size):
     spans: list[tuple[float, float]] = []
     cpu: list[float] = []

@@ -18,17 +18,18 @@ import torch
 
 from export.formats import BatchProfile, ExportError, ExportOptions, parse_formats
 from export.parity import TOLERANCE, check_parity
-from skinserve.checkpoint import load_checkpoint
 from skinserve.data.synth import SynthConfig, write_synthetic_set
-from skinserve.evaluation import evaluate_checkpoint
-from skinserve.export_eval import evaluate_export
 from skinserve.labels import CONDITIONS
 from skinserve.manifest import file_sha256, load_manifest
-from skinserve.model import model_from_checkpoint
-from skinserve.preprocess import Preprocessing
+from skinserve.modeling.checkpoint import load_checkpoint
+from skinserve.modeling.evaluation import evaluate_checkpoint
+from skinserve.modeling.export_evaluation import evaluate_export
+from skinserve.modeling.model import model_from_checkpoint
 from skinserve.runtime import ArtifactError, available_runtimes, load_exported_model, unavailable_reason
 from train.config import load_config
 from train.loop import fit
+
+pytestmark = pytest.mark.slow  # trains, serves, soaks or injects faults
 
 CUDA = torch.cuda.is_available()
 HAS_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -136,24 +137,24 @@ def test_parity_holds_within_tolerance_and_conditions_match(exported, checkpoint
 def test_manifest_records_schema_preprocessing_hashes_and_source(exported, checkpoint):
     manifest = load_manifest(exported["out"])
     source = load_checkpoint(checkpoint)
-    assert manifest["name"] == "skin-classifier" and manifest["model"]["backbone"] == "test_convnext"
-    assert manifest["version"].endswith(file_sha256(checkpoint)[:8])
-    assert (manifest["model"]["name"], manifest["model"]["version"]) == (manifest["name"], manifest["version"])
-    assert manifest["labels"]["conditions"] == list(CONDITIONS)
-    assert manifest["thresholds"] == source["thresholds"]
-    assert Preprocessing.from_dict(manifest["preprocessing"]) == Preprocessing.from_dict(source["preprocessing"])
-    assert {"mean", "std", "resize_size", "crop", "crop_pct", "interpolation"} <= set(manifest["preprocessing"])
-    assert manifest["input"]["shape"] == ["batch", 3, 64, 64]
-    assert [o["name"] for o in manifest["outputs"]] == ["condition_logits", "severity_logits"]
+    assert manifest.name == "skin-classifier" and manifest.model.backbone == "test_convnext"
+    assert manifest.version.endswith(file_sha256(checkpoint)[:8])
+    assert (manifest.model.name, manifest.model.version) == (manifest.name, manifest.version)
+    assert manifest.labels.conditions == list(CONDITIONS)
+    assert manifest.thresholds == source.thresholds
+    assert manifest.preprocess == source.preprocessing
+    assert {"mean", "std", "resize_size", "crop", "crop_pct", "interpolation"} <= set(manifest.preprocessing)
+    assert manifest.input.shape == ["batch", 3, 64, 64]
+    assert [o.name for o in manifest.outputs] == ["condition_logits", "severity_logits"]
     for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16")):
-        entry = manifest["artifacts"][fmt]
-        assert entry["format"] == fmt and entry["precision"] == precision
-        assert entry["sha256"] == file_sha256(exported["out"] / entry["file"])
-    assert manifest["source"]["sha256"] == file_sha256(checkpoint)
-    assert manifest["source"]["metrics"] == source["metrics"]
-    assert manifest["dataset_fingerprint"] == source["dataset_fingerprint"]
-    assert {"torch", "onnx", "onnxruntime", "tensorrt"} <= set(manifest["versions"])
-    assert manifest["parity"]["passed"] is True
+        entry = manifest.artifacts[fmt]
+        assert entry.format == fmt and entry.precision == precision
+        assert entry.sha256 == file_sha256(exported["out"] / entry.file)
+    assert manifest.source["sha256"] == file_sha256(checkpoint)
+    assert manifest.source["metrics"] == source.metrics
+    assert manifest.dataset_fingerprint == source.dataset_fingerprint
+    assert {"torch", "onnx", "onnxruntime", "tensorrt"} <= set(manifest.versions)
+    assert manifest.parity["passed"] is True
 
 
 def test_a_changed_artifact_is_refused_at_load(export_copy):
@@ -161,7 +162,7 @@ def test_a_changed_artifact_is_refused_at_load(export_copy):
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
-    recorded = load_manifest(export_copy)["artifacts"]["onnx"]["sha256"]
+    recorded = load_manifest(export_copy).artifacts["onnx"].sha256
     with pytest.raises(ArtifactError, match="model.onnx") as error:
         load_exported_model(export_copy, fmt="onnx")
     assert recorded in str(error.value) and file_sha256(path) in str(error.value)
@@ -198,7 +199,7 @@ def test_gpu_runtimes_that_cannot_run_here_are_refused_with_the_reason(exported,
 
 def test_bento_store_lists_the_model_with_labels_metadata_and_files(exported):
     manifest = load_manifest(exported["out"])
-    tag = f"skin-classifier:{manifest['version']}"
+    tag = f"skin-classifier:{manifest.version}"
     listed = _run(["-m", "bentoml", "models", "list", "-o", "json"], exported["env"])
     assert listed.returncode == 0, listed.stderr
     assert tag in [m["tag"] for m in json.loads(listed.stdout)]
@@ -211,20 +212,20 @@ def test_bento_store_lists_the_model_with_labels_metadata_and_files(exported):
     info = json.loads(stored.stdout.strip().splitlines()[-1])
     assert info["labels"]["project"] == "skinserve" and info["labels"]["formats"] == "onnx+onnx-fp16"
     assert info["metadata"]["conditions"] == list(CONDITIONS)
-    assert info["metadata"]["checkpoint_sha256"] == manifest["source"]["sha256"]
+    assert info["metadata"]["checkpoint_sha256"] == manifest.source["sha256"]
     path = Path(info["path"])
     assert load_manifest(path) == manifest
-    for entry in manifest["artifacts"].values():
-        assert file_sha256(path / entry["file"]) == entry["sha256"]
+    for entry in manifest.artifacts.values():
+        assert file_sha256(path / entry.file) == entry.sha256
     assert load_exported_model(path).predict(np.zeros((2, 3, 64, 64), np.float32))[0].shape == (2, 7)
 
 
 def test_storage_holds_the_same_files(exported):
     manifest = load_manifest(exported["out"])
-    stored = exported["storage"] / "skin-classifier" / manifest["version"]
+    stored = exported["storage"] / "skin-classifier" / manifest.version
     assert load_manifest(stored) == manifest
-    for entry in manifest["artifacts"].values():
-        assert file_sha256(stored / entry["file"]) == entry["sha256"]
+    for entry in manifest.artifacts.values():
+        assert file_sha256(stored / entry.file) == entry.sha256
 
 
 @pytest.mark.skipif(CUDA and HAS_TENSORRT, reason="TensorRT and a GPU are here: the format is built, not refused")
@@ -266,7 +267,7 @@ def _export_in_process(checkpoint: Path, out: Path, formats: tuple[str, ...], de
 def test_aoti_cpu_package_matches_pytorch_and_is_chosen_only_when_alone(checkpoint, exported, tmp_path):
     # The CPU build of the AOTInductor path (about 40 s on 2 cores); the CUDA build is the same code, in fp16.
     result = _export_in_process(checkpoint, tmp_path, ("aoti",), "cpu")
-    assert result.manifest["artifacts"]["aoti"]["device"] == "cpu"
+    assert result.manifest.artifacts["aoti"].device == "cpu"
     assert {r.runtime for r in result.parity} == {"aoti-cpu"}
     model = load_exported_model(tmp_path)
     assert (model.runtime, model.max_batch) == ("aoti-cpu", 32)
@@ -275,7 +276,7 @@ def test_aoti_cpu_package_matches_pytorch_and_is_chosen_only_when_alone(checkpoi
     # Beside an ONNX artifact, auto prefers ONNX Runtime; aoti-cpu runs only when named.
     shutil.copy(exported["out"] / "model.onnx", tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    manifest["artifacts"]["onnx"] = load_manifest(exported["out"])["artifacts"]["onnx"]
+    manifest["artifacts"]["onnx"] = load_manifest(exported["out"]).to_dict()["artifacts"]["onnx"]
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     assert load_exported_model(tmp_path).runtime != "aoti-cpu"
     assert load_exported_model(tmp_path, "aoti-cpu").artifact == "model.pt2"
@@ -285,7 +286,7 @@ def test_aoti_cpu_package_matches_pytorch_and_is_chosen_only_when_alone(checkpoi
 def test_tensorrt_engine_builds_with_a_timing_cache_and_matches_pytorch(checkpoint, tmp_path):
     result = _export_in_process(checkpoint, tmp_path, ("onnx", "tensorrt"), "cuda")
     assert (tmp_path / "timing.cache").stat().st_size > 0
-    assert result.manifest["artifacts"]["tensorrt"]["batch"] == {"min": 1, "max": 32}
+    assert result.manifest.artifacts["tensorrt"].batch.model_dump() == {"min": 1, "max": 32}
     model = load_exported_model(tmp_path, "tensorrt")
     assert model.predict(np.zeros((3, 3, 64, 64), np.float32))[1].shape == (3, 7, 4)
 
@@ -293,6 +294,6 @@ def test_tensorrt_engine_builds_with_a_timing_cache_and_matches_pytorch(checkpoi
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (AOTInductor compiles the fp16 package for it)")
 def test_aoti_cuda_package_matches_pytorch(checkpoint, tmp_path):
     result = _export_in_process(checkpoint, tmp_path, ("aoti",), "cuda")
-    assert result.manifest["artifacts"]["aoti"]["precision"] == "fp16"
+    assert result.manifest.artifacts["aoti"].precision == "fp16"
     model = load_exported_model(tmp_path, "aoti-cuda")
     assert model.predict(np.zeros((3, 3, 64, 64), np.float32))[0].shape == (3, 7)

@@ -21,12 +21,13 @@ from sqlalchemy.orm import Session
 
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import PredictionLog
+from skinserve.serve.process import start_service
 
 from .conftest import free_port, postgres_cluster, unavailable
 from .hostile.generate import encoded
-from .servers import start_server, tiny_server_env
+from .servers import tiny_server_env
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 OUTAGE_S = float(os.environ.get("SKINSERVE_FAULT_OUTAGE_S", "10"))
 
 
@@ -126,7 +127,7 @@ def face_jpeg() -> bytes:
 def server(tmp_path_factory, postgres_url, can_stop_postgres):
     workdir = tmp_path_factory.mktemp("faults")
     env = tiny_server_env(tmp_path_factory, workdir, postgres_url, SKINSERVE_MAX_BATCH_SIZE="8")
-    running = start_server(env, free_port(), workdir / "server.log")
+    running = start_service(env, workdir / "server.log")
     running.spool = workdir / "spool"
     yield running
     running.stop()
@@ -212,7 +213,7 @@ def test_an_unwritable_spool_is_logged_and_counted_and_requests_are_still_answer
         SKINSERVE_SPOOL_DIR=str(workdir / "not-a-directory" / "spool"),
         SKINSERVE_MAX_BATCH_SIZE="8",
     )
-    server = start_server(env, free_port(), workdir / "server.log")
+    server = start_service(env, workdir / "server.log")
     try:
         with server.client() as client:
             statuses = [

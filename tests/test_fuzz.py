@@ -8,8 +8,9 @@ import os
 import httpx
 import pytest
 
-from .conftest import free_port
-from .servers import start_server, tiny_server_env
+from skinserve.serve.process import start_service
+
+from .servers import tiny_server_env
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402 - schemathesis brings hypothesis
@@ -21,7 +22,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 # Bounded for CI; raise it locally (SKINSERVE_FUZZ_EXAMPLES=500) for a longer hunt.
 EXAMPLES = int(os.environ.get("SKINSERVE_FUZZ_EXAMPLES", "25"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -38,7 +39,7 @@ def server(tmp_path_factory, postgres_url):
         SKINSERVE_MAX_BATCH_SIZE="8",
         SKINSERVE_MAX_UPLOAD_BYTES=str(256 * 1024),
     )
-    running = start_server(env, free_port(), workdir / "server.log")
+    running = start_service(env, workdir / "server.log")
     yield running
     running.stop()
 

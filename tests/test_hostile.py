@@ -9,11 +9,12 @@ import httpx
 import psutil
 import pytest
 
-from .conftest import free_port
-from .hostile.generate import build_corpus, encoded, write_corpus
-from .servers import start_server, tiny_server_env
+from skinserve.serve.process import start_service
 
-pytestmark = pytest.mark.postgres
+from .hostile.generate import build_corpus, encoded, write_corpus
+from .servers import tiny_server_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 MAX_BYTES = 2 * 1024 * 1024
 
 
@@ -36,7 +37,7 @@ def server(tmp_path_factory, postgres_url):
     env = tiny_server_env(
         tmp_path_factory, workdir, postgres_url, SKINSERVE_MAX_BATCH_SIZE="8", SKINSERVE_MAX_UPLOAD_BYTES=str(MAX_BYTES)
     )
-    running = start_server(env, free_port(), workdir / "server.log")
+    running = start_service(env, workdir / "server.log")
     yield running
     running.stop()
 

@@ -12,11 +12,11 @@ import pytest
 
 from loadtests.images import load_corpus, write_corpus
 from loadtests.runner import broken_thresholds
+from skinserve.serve.process import start_service
 
-from .conftest import free_port
-from .servers import REPO, start_server, tiny_server_env
+from .servers import REPO, tiny_server_env
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 REPORTS = ("locust_stats.csv", "locust_stats_history.csv", "locust_failures.csv", "report.html", "latency.png")
 PERCENTILE_KEYS = {"p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms"}
 SUMMARY_KEYS = {"requests", "failures", "error_rate", "requests_per_s"} | PERCENTILE_KEYS
@@ -26,7 +26,7 @@ SUMMARY_KEYS = {"requests", "failures", "error_rate", "requests_per_s"} | PERCEN
 def server(tmp_path_factory, postgres_url):
     workdir = tmp_path_factory.mktemp("loadtest")
     env = tiny_server_env(tmp_path_factory, workdir, postgres_url)
-    running = start_server(env, free_port(), workdir / "server.log")
+    running = start_service(env, workdir / "server.log")
     yield running
     running.stop()
 

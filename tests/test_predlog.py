@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from skinserve.db import migrate
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import PredictionLog
-from skinserve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
+from skinserve.serve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
 
 from .conftest import postgres_cluster
 
@@ -282,7 +282,7 @@ KILLED_WRITER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from tests.test_predlog import UNREACHABLE, make_rows
-    from skinserve.predlog import PredictionLogWriter
+    from skinserve.serve.predlog import PredictionLogWriter
 
     writer = PredictionLogWriter(UNREACHABLE, Path(sys.argv[1]), retry_interval_s=60.0, flush_interval_s=0.02)
     writer.start()
@@ -334,6 +334,7 @@ def test_the_spool_of_a_live_process_is_left_to_it(sqlite_url, tmp_path):
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_a_postgres_outage_mid_stream_loses_no_row_and_stores_none_twice(clean_postgres, tmp_path):
     writer = PredictionLogWriter(clean_postgres, tmp_path / "spool", batch_size=200, **FAST)
     writer.start()

@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import PredictionLog, TrainingImage
-from skinserve.predlog import PredictionLogWriter, PredictionRow
+from skinserve.serve.predlog import PredictionLogWriter, PredictionRow
+from skinserve.serve.process import start_service
 
-from .conftest import free_port
 from .hostile.generate import encoded, multipart
-from .servers import REPO, start_server, tiny_server_env
+from .servers import REPO, tiny_server_env
 
 pytestmark = pytest.mark.postgres
 
@@ -52,7 +52,7 @@ def server(tmp_path_factory, postgres_url):
         SKINSERVE_MAX_BATCH_SIZE="8",
         TMPDIR=str(workdir / "tmp"),  # where starlette spools uploads over 1 MB: checked below
     )
-    running = start_server(env, free_port(), workdir / "server.log")
+    running = start_service(env, workdir / "server.log")
     running.workdir = workdir
     yield running
     running.stop()
@@ -82,6 +82,7 @@ def wait_for_rows(url: str, ids: list[str], timeout_s: float = 60) -> list[Predi
         engine.dispose()
 
 
+@pytest.mark.slow
 def test_missing_wrong_and_same_length_tokens_get_401_and_a_valid_one_200(server):
     image = photo(1)
     attempts = {
@@ -108,6 +109,7 @@ def test_missing_wrong_and_same_length_tokens_get_401_and_a_valid_one_200(server
             assert ok.status_code == 200, ok.text
 
 
+@pytest.mark.slow
 def test_tokens_appear_in_no_log_and_no_prediction_row(server, postgres_url):
     sent = (KEY, OTHER_KEY, SAME_LENGTH, "leaked-wrong-token-123456")
     ids = []
@@ -137,6 +139,7 @@ def test_tokens_appear_in_no_log_and_no_prediction_row(server, postgres_url):
         assert token not in text, "a bearer token reached the server log or /metrics"
 
 
+@pytest.mark.slow
 def test_hostile_file_names_and_headers_reach_the_log_as_data(server, postgres_url):
     ids = []
     with server.client() as client:
@@ -240,6 +243,7 @@ def test_all_sql_in_the_package_is_literal_text_or_sqlalchemy_constructs():
     assert not offenders, f"SQL built from strings (use bound parameters): {offenders}"
 
 
+@pytest.mark.slow
 def test_no_uploaded_image_bytes_are_written_anywhere_by_default(server):
     uploads = [photo(1000 + i, side=640 if i % 5 == 0 else 160) for i in range(30)]  # 640 px PNGs: > 1 MB
     assert max(map(len, uploads)) > 1024 * 1024  # starlette spools those to TMPDIR while parsing

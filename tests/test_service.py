@@ -23,11 +23,12 @@ from sqlalchemy.orm import Session
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import PredictionLog
 from skinserve.labels import CONDITIONS
+from skinserve.serve.process import start_service
 
-from .conftest import free_port, postgres_cluster
-from .servers import REPO, encoded, shared_tiny_export, start_server, tiny_server_env
+from .conftest import postgres_cluster
+from .servers import REPO, encoded, shared_tiny_export, tiny_server_env
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def server_env(tmp_path_factory, postgres_url: str, **overrides: str) -> tuple[d
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, postgres_url):
     env, workdir = server_env(tmp_path_factory, postgres_url)
-    running = start_server(env, free_port(), workdir / "server.log")
+    running = start_service(env, workdir / "server.log")
     yield running
     running.stop()
 
@@ -174,7 +175,7 @@ def test_concurrent_requests_are_merged_into_batches_and_each_is_logged_once(ser
 def test_a_separate_model_service_batches_too_and_answers_the_same(server, tmp_path_factory, postgres_url, face_jpeg):
     """The GPU layout (one model service for all API workers) on the same export: batches form, answers match."""
     env, workdir = server_env(tmp_path_factory, postgres_url, SKINSERVE_MODEL_PLACEMENT="separate")
-    separate = start_server(env, free_port(), workdir / "server.log")
+    separate = start_service(env, workdir / "server.log")
     try:
         answers = concurrent_analyses(separate.url, face_jpeg, n=32)
         info = httpx.get(f"{separate.url}/model", timeout=30).json()

@@ -8,10 +8,11 @@ import sys
 
 import bentoml
 import fastapi.dependencies.utils
+import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from skinserve.serving import current_service
+from skinserve.serve.http import current_service
 
 from .servers import REPO, shared_tiny_export
 
@@ -65,9 +66,10 @@ def test_with_the_override_the_route_gets_the_same_instance_on_the_event_loop(mo
     assert hops == []
 
 
+@pytest.mark.slow
 def test_the_service_module_installs_the_override(tmp_path_factory):
     probe = (
-        "import bentoml, service, skinserve.serving as s; "
+        "import bentoml, service, skinserve.serve.http as s; "
         "print(service.app.dependency_overrides.get(bentoml.get_current_service) is s.current_service)"
     )
     env = shared_tiny_export(tmp_path_factory)

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks.soak import verdict
 
 from .servers import REPO, shared_tiny_export
@@ -16,6 +18,7 @@ def window(p99: float, rss: float, errors: int = 0, requests: int = 100) -> dict
     return {"p99_ms": p99, "rss_mb": rss, "errors": errors, "requests": requests}
 
 
+@pytest.mark.slow
 def test_the_short_soak_passes_with_memory_p99_and_errors_reported(tmp_path_factory, tmp_path):
     env = shared_tiny_export(tmp_path_factory)
     out = tmp_path / "soak"

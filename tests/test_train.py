@@ -14,13 +14,13 @@ import torch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from skinserve.checkpoint import load_checkpoint
 from skinserve.db.engine import create_registry_engine
 from skinserve.db.models import TrainingMetrics
 from skinserve.labels import CONDITIONS
-from skinserve.metrics import THRESHOLD_GRID, tune_thresholds
-from skinserve.model import ModelError, create_backbone, create_skin_model
-from skinserve.targets import IGNORE, TargetArrays
+from skinserve.modeling.checkpoint import load_checkpoint
+from skinserve.modeling.metrics import THRESHOLD_GRID, tune_thresholds
+from skinserve.modeling.model import ModelError, create_backbone, create_skin_model
+from skinserve.modeling.targets import IGNORE, TargetArrays
 from train.config import TrainConfig, load_config
 from train.loop import _Losses, fit
 
@@ -48,12 +48,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, synth_set: Path):
     return result
 
 
+@pytest.mark.slow
 def test_the_loss_falls(tiny_run):
     history = json.loads((tiny_run.out / "history.json").read_text())
     assert len(history) == 4
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
 
 
+@pytest.mark.slow
 def test_run_writes_checkpoints_metrics_and_report(tiny_run):
     out = tiny_run.out
     for name in ("best.pt", "last.pt", "metrics.json", "report.png", "split.json", "config.json"):
@@ -63,16 +65,17 @@ def test_run_writes_checkpoints_metrics_and_report(tiny_run):
     assert metrics["split"] == "test" and metrics["n_images"] > 0
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_what_export_and_serving_need(tiny_run):
     best = load_checkpoint(tiny_run.out / "best.pt")
-    assert best["labels"]["conditions"] == list(CONDITIONS)
-    assert best["preprocessing"]["input_size"] == 64
-    assert len(best["preprocessing"]["mean"]) == 3 and best["preprocessing"]["interpolation"]
-    assert set(best["thresholds"]) == set(CONDITIONS)
-    assert all(t in THRESHOLD_GRID for t in best["thresholds"].values())
-    assert len(best["dataset_fingerprint"]) == 64
-    assert {"val", "test"} <= set(best["metrics"])
-    assert best["config"]["model"] == "test_convnext"
+    assert best.labels.conditions == CONDITIONS
+    assert best.preprocessing.input_size == 64
+    assert len(best.preprocessing.mean) == 3 and best.preprocessing.interpolation
+    assert set(best.thresholds) == set(CONDITIONS)
+    assert all(t in THRESHOLD_GRID for t in best.thresholds.values())
+    assert len(best.dataset_fingerprint) == 64
+    assert {"val", "test"} <= set(best.metrics)
+    assert best.config["model"] == "test_convnext"
 
 
 def test_thresholds_are_tuned_to_the_best_f1():
@@ -114,6 +117,7 @@ def test_masked_loss_ignores_what_is_unknown():
     assert not torch.isclose(losses((outputs[0], moved), _batch([[0, 1, 0, 0, 0, 0, 0]] * 2, mask, severity)), base)
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_metrics(synth_set, tmp_path):
     whole = fit(tiny_config(synth_set, tmp_path / "whole", epochs=3), progress=False)
     part = fit(tiny_config(synth_set, tmp_path / "part", epochs=3), progress=False, stop_after=1)
@@ -123,11 +127,12 @@ def test_an_interrupted_run_resumes_to_the_same_metrics(synth_set, tmp_path):
     for key in ("macro_f1", "micro_f1", "severity_accuracy", "severity_mae"):
         assert resumed.test_metrics[key] == pytest.approx(whole.test_metrics[key], abs=1e-6), key
     a, b = load_checkpoint(tmp_path / "whole" / "last.pt"), load_checkpoint(tmp_path / "part" / "last.pt")
-    for name, tensor in a["state_dict"].items():
-        assert torch.allclose(tensor.float(), b["state_dict"][name].float(), atol=1e-5), name
+    for name, tensor in a.state_dict.items():
+        assert torch.allclose(tensor.float(), b.state_dict[name].float(), atol=1e-5), name
 
 
 @pytest.mark.postgres
+@pytest.mark.slow
 def test_a_training_row_lands_in_postgres(synth_set, tmp_path, clean_postgres, monkeypatch):
     monkeypatch.setenv("SKINSERVE_DATABASE_URL", clean_postgres)
     result = fit(tiny_config(synth_set, tmp_path / "run", epochs=1, registry=True, version="t1"), progress=False)
@@ -174,6 +179,7 @@ def _cli(args: list[str], env: dict[str, str] | None = None) -> subprocess.Compl
     )
 
 
+@pytest.mark.slow
 def test_evaluate_json_has_the_documented_keys(tiny_run, synth_set):
     result = _cli(["skinserve", "evaluate", str(tiny_run.out / "best.pt"), "--data", str(synth_set), "--json"])
     assert result.returncode == 0, result.stderr
@@ -195,12 +201,14 @@ def test_evaluate_json_has_the_documented_keys(tiny_run, synth_set):
     assert metrics["macro_f1"] == pytest.approx(saved["macro_f1"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_the_test_split_of_another_dataset(tiny_run, synth_copy):
     next(synth_copy.rglob("*.png")).write_bytes(b"changed")
     result = _cli(["skinserve", "evaluate", str(tiny_run.out / "best.pt"), "--data", str(synth_copy)])
     assert result.returncode == 2 and "--split all" in result.stderr
 
 
+@pytest.mark.slow
 def test_train_command_runs_from_the_command_line(synth_set, tmp_path):
     args = [
         "train",
@@ -226,6 +234,7 @@ def test_train_command_runs_from_the_command_line(synth_set, tmp_path):
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["augment"] == 0.5
 
 
+@pytest.mark.slow
 def test_explain_writes_a_heatmap_png(tiny_run, synth_set, tmp_path):
     image = next(synth_set.glob("acne/severe/*.png"))
     result = _cli(["skinserve", "explain", str(tiny_run.out / "best.pt"), str(image), "--out", str(tmp_path / "e.png")])
@@ -233,6 +242,7 @@ def test_explain_writes_a_heatmap_png(tiny_run, synth_set, tmp_path):
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_cross_validation_reports_mean_and_spread(synth_set, tmp_path):
     from train.folds import cross_validate, fold_splits
 
@@ -248,6 +258,7 @@ def test_cross_validation_reports_mean_and_spread(synth_set, tmp_path):
     assert len(report["runs"]) == 3 and {"mean", "std"} == set(report["summary"]["macro_f1"])
 
 
+@pytest.mark.slow
 def test_tune_searches_and_saves_the_best_parameters(synth_set, tmp_path):
     from train.tune import tune
 

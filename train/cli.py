@@ -11,6 +11,9 @@ from typing import Annotated
 
 import typer
 
+from skinserve.console import fail
+from skinserve.errors import SkinserveError
+
 Opt = typer.Option
 
 
@@ -64,12 +67,10 @@ def train_command(
             registry=registry,
             **extra,
         ).validate()
-    except (ValueError, OSError) as err:
-        raise _fail(str(err)) from err
+    except (ValueError, OSError, SkinserveError) as err:
+        raise fail(str(err)) from err
     if cfg.registry:
         _require_registry()
-    from skinserve.model import ModelError
-
     try:
         if folds:
             from train.folds import cross_validate
@@ -80,8 +81,8 @@ def train_command(
         from train.loop import fit
 
         result = fit(cfg, resume=resume, progress=progress)
-    except (ModelError, ValueError) as err:
-        raise _fail(str(err)) from err
+    except (SkinserveError, ValueError) as err:
+        raise fail(str(err)) from err
     m = result.test_metrics
     typer.echo(
         f"run {result.out}: {result.epochs_run} epochs (best {result.best_epoch}) in {result.duration_s / 60:.1f} min; "
@@ -109,25 +110,15 @@ def tune_command(
     typer.echo(json.dumps(best, indent=2))
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(2)
-
-
 def _require_registry() -> None:
     """Fail before training, not after, when the metrics row would have nowhere to go."""
-    from skinserve.config import Settings, redacted_url
-    from skinserve.db import migrate
+    from skinserve.config import Settings
+    from skinserve.db.migrate import SchemaNotCurrent, require_head
 
-    url = Settings.from_env().database_url
     try:
-        current = migrate.current_revision(url)
-    except Exception as err:  # noqa: BLE001 - any driver error: report it and how to proceed
-        raise _fail(
-            f"cannot reach the registry at {redacted_url(url)} ({type(err).__name__}); start it, or pass --no-registry"
-        ) from err
-    if current != migrate.head_revision():
-        raise _fail(f"registry {redacted_url(url)} is not migrated: run `skinserve db upgrade` or pass --no-registry")
+        require_head(Settings.from_env().database_url)
+    except SchemaNotCurrent as err:
+        raise fail(f"{err}, or pass --no-registry") from err
 
 
 def main() -> None:

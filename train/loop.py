@@ -16,17 +16,17 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from skinserve.checkpoint import load_checkpoint, save_checkpoint
 from skinserve.data.records import ImageRecord
 from skinserve.data.sources import read_dataset
 from skinserve.data.split import DatasetSplit, split_dataset
-from skinserve.dataset import SkinImageDataset, train_transform
-from skinserve.evaluation import predict_logits, slice_values
-from skinserve.labels import CONDITIONS, SEVERITY_LABELS, SKIN_TYPES
-from skinserve.metrics import evaluate_outputs, tune_thresholds
-from skinserve.model import SkinModel, create_skin_model
-from skinserve.preprocess import preprocessing_for
-from skinserve.targets import IGNORE, positive_weights, severity_weights, target_arrays
+from skinserve.labels import SEVERITY_LABELS
+from skinserve.modeling.checkpoint import Checkpoint, CheckpointError, ModelSpec, load_checkpoint, save_checkpoint
+from skinserve.modeling.dataset import SkinImageDataset, train_transform
+from skinserve.modeling.evaluation import predict_logits
+from skinserve.modeling.metrics import evaluate_outputs, slice_values, tune_thresholds
+from skinserve.modeling.model import SkinModel, create_skin_model, model_from_checkpoint, preprocessing_for
+from skinserve.modeling.targets import IGNORE, positive_weights, severity_weights, target_arrays
+from skinserve.predictions import sigmoid
 from train.config import TrainConfig
 
 
@@ -144,21 +144,24 @@ def fit(
             state.best_score, state.best_epoch, state.bad_epochs = score, epoch, 0
             save_checkpoint(
                 out / "best.pt",
-                base
-                | {
-                    "state_dict": model.state_dict(),
-                    "thresholds": thresholds,
-                    "metrics": {"val": _summary(val_metrics)},
-                    "epoch": epoch,
-                },
+                base.replace(
+                    state_dict=model.state_dict(),
+                    thresholds=thresholds,
+                    metrics={"val": _summary(val_metrics)},
+                    epoch=epoch,
+                ),
             )
         else:
             state.bad_epochs += 1
         save_checkpoint(
             out / "last.pt",
-            base
-            | _resume_payload(model, optimizer, scheduler, scaler, state)
-            | {"thresholds": thresholds, "metrics": {"val": _summary(val_metrics)}},
+            base.replace(
+                state_dict=model.state_dict(),
+                epoch=state.epoch,
+                resume=_resume_payload(optimizer, scheduler, scaler, state),
+                thresholds=thresholds,
+                metrics={"val": _summary(val_metrics)},
+            ),
         )
         ran += 1
     if writer is not None:
@@ -279,7 +282,7 @@ def _evaluate(model, records, pre, config, device, losses=None) -> dict[str, Any
         "conditions": outputs[0],
         "severity": outputs[1],
         "targets": targets,
-        "probabilities": 1.0 / (1.0 + np.exp(-outputs[0])),
+        "probabilities": sigmoid(outputs[0]),
     }
     if losses is not None:
         batch = {
@@ -305,27 +308,27 @@ def _summary(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: metrics[k] for k in keys}
 
 
-def _checkpoint_base(config, model: SkinModel, pre, split: DatasetSplit, skin_types: bool) -> dict[str, Any]:
-    return {
-        "model": {
-            "name": config.model,
-            "img_size": config.img_size,
-            "skin_type_head": skin_types,
-            "drop_rate": config.drop_rate,
-            "num_features": int(model.backbone.num_features),
-        },
-        "config": config.as_dict(),
-        "labels": {"conditions": list(CONDITIONS), "severities": list(SEVERITY_LABELS), "skin_types": list(SKIN_TYPES)},
-        "preprocessing": pre.as_dict(),
-        "dataset_fingerprint": split.fingerprint,
-        "split_seed": split.seed,
-        "versions": {"torch": str(torch.__version__), "timm": str(__import__("timm").__version__)},
-    }
+def _checkpoint_base(config, model: SkinModel, pre, split: DatasetSplit, skin_types: bool) -> Checkpoint:
+    """What every checkpoint of this run shares; each save adds the weights, thresholds and metrics of its epoch."""
+    return Checkpoint(
+        model=ModelSpec(
+            name=config.model,
+            img_size=config.img_size,
+            skin_type_head=skin_types,
+            drop_rate=config.drop_rate,
+            num_features=int(model.backbone.num_features),
+        ),
+        preprocessing=pre,
+        state_dict={},
+        config=config.as_dict(),
+        dataset_fingerprint=split.fingerprint,
+        split_seed=split.seed,
+        versions={"torch": str(torch.__version__), "timm": str(__import__("timm").__version__)},
+    )
 
 
-def _resume_payload(model, optimizer, scheduler, scaler, state: RunState) -> dict[str, Any]:
+def _resume_payload(optimizer, scheduler, scaler, state: RunState) -> dict[str, Any]:
     return {
-        "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
@@ -336,17 +339,18 @@ def _resume_payload(model, optimizer, scheduler, scaler, state: RunState) -> dic
             "bad_epochs": state.bad_epochs,
             "history": state.history,
         },
-        "epoch": state.epoch,
     }
 
 
 def _restore(path: Path, model, optimizer, scheduler, scaler) -> RunState:
-    payload = load_checkpoint(path)
-    model.load_state_dict(payload["state_dict"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    scaler.load_state_dict(payload["scaler"])
-    return RunState(**payload["run_state"])
+    checkpoint = load_checkpoint(path)
+    if checkpoint.resume is None:
+        raise CheckpointError(f"{path} holds no training state to resume from (a best.pt?)")
+    model.load_state_dict(checkpoint.state_dict)
+    optimizer.load_state_dict(checkpoint.resume["optimizer"])
+    scheduler.load_state_dict(checkpoint.resume["scheduler"])
+    scaler.load_state_dict(checkpoint.resume["scaler"])
+    return RunState(**checkpoint.resume["run_state"])
 
 
 def _tensorboard(out: Path):
@@ -372,22 +376,20 @@ def _finish(out, config, parts, pre, device, losses, state: RunState, started: f
     from train.report import write_report
 
     best = load_checkpoint(out / "best.pt")
-    model = create_skin_model(config.model, config.img_size, best["model"]["skin_type_head"], config.drop_rate)
-    model.load_state_dict(best["state_dict"])
+    model = model_from_checkpoint(best)
     model.to(device)
     test = _evaluate(model, parts["test"], pre, config, device)
     metrics = evaluate_outputs(
-        test["conditions"], test["severity"], test["targets"], best["thresholds"], slices=slice_values(parts["test"])
+        test["conditions"], test["severity"], test["targets"], best.thresholds, slices=slice_values(parts["test"])
     )
     metrics |= {
         "best_epoch": state.best_epoch,
         "epochs_run": state.epoch,
         "split": "test",
-        "dataset_fingerprint": best["dataset_fingerprint"],
+        "dataset_fingerprint": best.dataset_fingerprint,
     }
     duration = time.monotonic() - started
-    best["metrics"] = best["metrics"] | {"test": _summary(metrics)}
-    save_checkpoint(out / "best.pt", best)
+    save_checkpoint(out / "best.pt", best.replace(metrics=best.metrics | {"test": _summary(metrics)}))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
     (out / "history.json").write_text(json.dumps(state.history, indent=2) + "\n")
     write_report(out / "report.png", state.history, metrics)

@@ -32,12 +32,12 @@ def write_report(path: Path, history: list[dict[str, Any]], metrics: dict[str, A
     axes[1, 0].set_xticks(x, CONDITIONS, rotation=30, ha="right")
     axes[1, 0].set(title=f"test per condition (macro-F1 {metrics['macro_f1']:.3f})", ylim=(0, 1.05))
     axes[1, 0].legend()
-    confusion = np.asarray(metrics["severity_confusion"] or np.zeros((4, 4)))
+    confusion = np.asarray(metrics["severity_confusion"] or np.zeros((len(SEVERITY_LABELS), len(SEVERITY_LABELS))))
     axes[1, 1].imshow(confusion, cmap="Blues")
     for (i, j), value in np.ndenumerate(confusion):
         axes[1, 1].text(j, i, str(int(value)), ha="center", va="center")
-    axes[1, 1].set_xticks(range(4), SEVERITY_LABELS)
-    axes[1, 1].set_yticks(range(4), SEVERITY_LABELS)
+    axes[1, 1].set_xticks(range(len(SEVERITY_LABELS)), SEVERITY_LABELS)
+    axes[1, 1].set_yticks(range(len(SEVERITY_LABELS)), SEVERITY_LABELS)
     axes[1, 1].set(
         title=f"test severity (accuracy {metrics['severity_accuracy']:.3f})", xlabel="predicted", ylabel="true"
     )

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 from skinserve.data.sources import unpack_archive
+from skinserve.errors import SkinserveError
 
 
-class DownloadError(RuntimeError):
+class DownloadError(SkinserveError):
     pass
 
 

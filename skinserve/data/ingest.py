@@ -17,7 +17,7 @@ from skinserve.data.records import ImageRecord, Problem, ReadResult
 from skinserve.db.models import ConditionLabelRow, SubjectMetadata, TrainingImage
 from skinserve.images import DEFAULT_MAX_PIXELS, ImageInfo, InvalidImage, inspect_image
 from skinserve.labels import CONDITIONS
-from skinserve.storage import Storage
+from skinserve.storage import Storage, content_key
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def _registered_hashes(session: Session, hashes: Iterable[str]) -> set[str]:
 
 def storage_key(source: str, info: ImageInfo) -> str:
     """Content-addressed, so storing the same bytes twice writes the same object."""
-    return f"{source}/{info.sha256[:2]}/{info.sha256}{info.suffix}"
+    return content_key(source, info.sha256, info.suffix)
 
 
 def _image_row(item: _Decoded, storage: Storage, source: str) -> TrainingImage:

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from skinserve.images import DATASET_SUFFIXES
 from skinserve.labels import Targets
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_SUFFIXES = DATASET_SUFFIXES  # PNG first: a Shine sidecar's image is looked for in this order
 
 
 @dataclass(frozen=True)

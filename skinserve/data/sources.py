@@ -12,13 +12,14 @@ from skinserve.data.folder import read_image_folder
 from skinserve.data.manifest import read_csv_manifest
 from skinserve.data.records import ReadResult
 from skinserve.data.shine import read_shine
+from skinserve.errors import SkinserveError
 from skinserve.labels import CONDITIONS, HEALTHY
 
 SourceFormat = Literal["auto", "shine", "folder", "csv"]
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 
-class SourceError(ValueError):
+class SourceError(SkinserveError):
     pass
 
 

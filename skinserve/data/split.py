@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from skinserve.data.records import ImageRecord
+from skinserve.errors import SkinserveError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 DEFAULT_RATIOS: tuple[float, float, float] = (0.70, 0.15, 0.15)
 RARE = "~rare"
 
 
-class SplitMismatch(ValueError):
+class SplitMismatch(SkinserveError):
     """A saved split that belongs to another version of the dataset."""
 
 
@@ -112,3 +113,22 @@ def _allocation(n: int, ratios: tuple[float, float, float]) -> list[int]:
         neediest = max(range(len(sizes)), key=lambda i: wanted[i] - sizes[i])
         sizes[neediest] += 1
     return sizes
+
+
+def records_of_split(
+    data: Path, split: str, seed: int, fingerprint: str | None, fmt: str = "auto"
+) -> list[ImageRecord]:
+    """The records of one side of the split a model was trained with (`seed`, `fingerprint` as its checkpoint or
+    manifest recorded them), or all of them (`split="all"`)."""
+    from skinserve.data.sources import read_dataset
+
+    records = read_dataset(data, fmt).records  # type: ignore[arg-type]
+    if split == "all":
+        return records
+    made = split_dataset(records, seed=seed)
+    if made.fingerprint != fingerprint:
+        raise SplitMismatch(
+            f"{data} is not the dataset this model was trained on (fingerprint {made.fingerprint[:12]} != "
+            f"{str(fingerprint)[:12]}): its '{split}' split is unknown; use --split all"
+        )
+    return made.records(records, split)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 
 def create_registry_engine(url: str) -> Engine:
@@ -23,10 +22,6 @@ def create_registry_engine(url: str) -> Engine:
         parsed = parsed.set(drivername="postgresql+psycopg")
     # Fail in seconds, not minutes, when the server is down or a firewall drops the packets.
     return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection, _record) -> None:

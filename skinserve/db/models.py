@@ -99,7 +99,7 @@ class TrainingMetrics(Base):
 
 
 class PredictionLog(Base):
-    """One prediction served; written by `skinserve.predlog.PredictionLogWriter`, never on the request path."""
+    """One prediction served; written by `skinserve.serve.predlog.PredictionLogWriter`, never on the request path."""
 
     __tablename__ = "prediction_logs"
     __table_args__ = (Index("idx_prediction_logs_created_at", "created_at"),)

@@ -1,4 +1,4 @@
-"""The torch Dataset over image records: decoded image tensor plus the target arrays of `skinserve.targets`."""
+"""The torch Dataset over image records: decoded image tensor plus the target arrays of `skinserve.modeling.targets`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from torch.utils.data import Dataset
 
 from skinserve.data.records import ImageRecord
 from skinserve.images import open_rgb
+from skinserve.modeling.targets import record_targets
 from skinserve.preprocess import Preprocessing, model_input
-from skinserve.targets import record_targets
 
 
 class SkinImageDataset(Dataset):

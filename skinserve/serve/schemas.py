@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 SeverityLabel = Literal["none", "mild", "moderate", "severe"]
 
 
-class Severity(BaseModel):
+class SeverityScore(BaseModel):
     label: SeverityLabel = Field(description="most likely present level when the condition is present, else none")
     probabilities: dict[str, float] = Field(description="softmax over none, mild, moderate, severe")
 
@@ -17,7 +17,7 @@ class Severity(BaseModel):
 class ConditionScore(BaseModel):
     probability: float = Field(ge=0, le=1, description="sigmoid of the condition logit")
     present: bool = Field(description="probability >= the condition's tuned threshold")
-    severity: Severity
+    severity: SeverityScore
 
 
 class ModelRef(BaseModel):
@@ -31,7 +31,7 @@ class Timings(BaseModel):
     total_ms: float
 
 
-class ImageInfo(BaseModel):
+class UploadInfo(BaseModel):
     sha256: str
     width: int
     height: int
@@ -45,12 +45,20 @@ class Analysis(BaseModel):
     primary_concern: str | None = Field(description="the present condition with the highest probability")
     healthy: bool = Field(description="no condition present")
     batch_size: int = Field(description="images in the model call that served this one")
-    image: ImageInfo
+    image: UploadInfo
     timings: Timings
 
 
 class BatchAnalysis(BaseModel):
     results: list[Analysis]
+
+
+class Batching(BaseModel):
+    enabled: bool
+    model_placement: Literal["inprocess", "separate"]
+    model_copies: int | None = Field(description="per API worker, with the model in process")
+    max_batch_size: int
+    max_latency_ms: int
 
 
 class ModelInfo(BaseModel):
@@ -63,9 +71,10 @@ class ModelInfo(BaseModel):
     input_size: int
     preprocessing: dict
     metrics: dict
-    batching: dict
+    batching: Batching
 
 
 class ErrorBody(BaseModel):
-    error: str
+    error: str = Field(description="what was wrong, in words a person can act on")
+    code: str = Field(description="stable, machine-readable: too_large, unsupported_type, undecodable, ...")
     request_id: str | None = None

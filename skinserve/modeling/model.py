@@ -10,13 +10,16 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from skinserve.errors import SkinserveError
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS, SKIN_TYPES
+from skinserve.modeling.checkpoint import Checkpoint
+from skinserve.preprocess import RESAMPLING, Preprocessing
 
 # Backbones whose position embeddings are built for one input size, which must therefore be given at creation.
 _SIZED_FAMILIES = ("vit_", "deit", "beit", "eva", "swin", "test_vit")
 
 
-class ModelError(RuntimeError):
+class ModelError(SkinserveError):
     pass
 
 
@@ -88,6 +91,21 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
     return True
 
 
+def preprocessing_for(backbone, input_size: int, crop_pct: float | None = None) -> Preprocessing:
+    """The backbone's timm data config, at our input size; `crop_pct` overrides timm's when given."""
+    from timm.data import resolve_data_config
+
+    config = resolve_data_config({}, model=backbone)
+    interpolation = config.get("interpolation", "bicubic")
+    return Preprocessing(
+        input_size=input_size,
+        crop_pct=float(crop_pct if crop_pct is not None else config.get("crop_pct", 1.0)),
+        interpolation=interpolation if interpolation in RESAMPLING else "bicubic",
+        mean=tuple(float(v) for v in config["mean"]),
+        std=tuple(float(v) for v in config["std"]),
+    )
+
+
 def create_skin_model(
     name: str,
     img_size: int,
@@ -99,9 +117,9 @@ def create_skin_model(
     return SkinModel(create_backbone(name, img_size, pretrained, weights), skin_type_head, drop_rate)
 
 
-def model_from_checkpoint(checkpoint: dict) -> SkinModel:
+def model_from_checkpoint(checkpoint: Checkpoint) -> SkinModel:
     """Rebuild the model a checkpoint describes and load its weights (no hub access: the weights are in it)."""
-    spec = checkpoint["model"]
-    model = create_skin_model(spec["name"], spec["img_size"], spec["skin_type_head"], spec.get("drop_rate", 0.0))
-    model.load_state_dict(checkpoint["state_dict"])
+    spec = checkpoint.model
+    model = create_skin_model(spec.name, spec.img_size, spec.skin_type_head, spec.drop_rate)
+    model.load_state_dict(checkpoint.state_dict)
     return model.eval()

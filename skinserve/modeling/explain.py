@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skinserve.checkpoint import load_checkpoint
 from skinserve.images import open_rgb
 from skinserve.labels import CONDITIONS
-from skinserve.model import model_from_checkpoint
+from skinserve.modeling.checkpoint import load_checkpoint
+from skinserve.modeling.model import model_from_checkpoint
 from skinserve.predictions import decode
-from skinserve.preprocess import Preprocessing, model_input, resize_and_crop
+from skinserve.preprocess import model_input, resize_and_crop
 
 
 class _ConditionLogits(torch.nn.Module):
@@ -38,12 +38,12 @@ def explain_image(checkpoint_path: Path, image_path: Path, out: Path) -> list[st
 
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
-    pre = Preprocessing.from_dict(checkpoint["preprocessing"])
+    pre = checkpoint.preprocessing
     image = open_rgb(image_path)
     tensor = torch.from_numpy(model_input(image, pre))[None]
     with torch.no_grad():
         condition_logits, severity_logits = (t.numpy() for t in model(tensor)[:2])
-    prediction = decode(condition_logits, severity_logits, checkpoint.get("thresholds"))[0]
+    prediction = decode(condition_logits, severity_logits, checkpoint.thresholds)[0]
     present = [c for c in CONDITIONS if prediction["conditions"][c]["present"]]
     shown = present or [max(CONDITIONS, key=lambda c: prediction["conditions"][c]["probability"])]
     layer = _last_conv_layer(model.backbone)

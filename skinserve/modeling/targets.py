@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from skinserve.data.records import ImageRecord
-from skinserve.labels import CONDITIONS, SKIN_TYPES
+from skinserve.labels import CONDITIONS, SEVERITY_LABELS, SKIN_TYPES
 
 IGNORE = -100  # torch's cross-entropy ignore_index: a target that is not known
 
@@ -61,8 +61,9 @@ def severity_weights(targets: TargetArrays, cap: float = 20.0) -> np.ndarray:
     conditions (what severity accuracy measures) from a small share of its gradient.
     """
     known = targets.severity[targets.severity != IGNORE]
-    counts = np.bincount(known, minlength=4).astype(np.float64)
-    weights = np.where(counts > 0, counts.sum() / (4 * np.maximum(counts, 1)), 1.0)
+    levels = len(SEVERITY_LABELS)
+    counts = np.bincount(known, minlength=levels).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / (levels * np.maximum(counts, 1)), 1.0)
     weights = np.clip(weights, 1.0 / cap, cap)
     return (weights / weights.mean()).astype(np.float32)
 

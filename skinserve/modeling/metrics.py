@@ -12,11 +12,20 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
 
-from skinserve.labels import CONDITIONS
+from skinserve.data.records import ImageRecord
+from skinserve.labels import CONDITIONS, SEVERITY_LABELS
+from skinserve.modeling.targets import TargetArrays
 from skinserve.predictions import severity_levels, sigmoid, softmax, threshold_vector
-from skinserve.targets import TargetArrays
 
 THRESHOLD_GRID = np.round(np.linspace(0.05, 0.95, 19), 2)
+
+
+SLICE_FIELDS = ("skin_tone", "gender")
+
+
+def slice_values(records: list[ImageRecord]) -> dict[str, list[str | None]]:
+    """Per fairness field, each record's value (None where unknown)."""
+    return {name: [getattr(r.targets.demographics, name) for r in records] for name in SLICE_FIELDS}
 
 
 def tune_thresholds(probabilities: np.ndarray, targets: TargetArrays) -> dict[str, float]:
@@ -113,7 +122,7 @@ def _severity_metrics(predicted_levels: np.ndarray, targets: TargetArrays) -> di
         }
     truth = targets.severity[scored]
     guess = predicted_levels[scored]
-    confusion = np.zeros((4, 4), dtype=int)
+    confusion = np.zeros((len(SEVERITY_LABELS), len(SEVERITY_LABELS)), dtype=int)
     np.add.at(confusion, (truth, guess), 1)
     return {
         "severity_accuracy": float((truth == guess).mean()),

@@ -1,4 +1,5 @@
-"""The model inside the API process, behind BentoML's adaptive batching dispatcher, with no hop to a model service.
+"""The model as the service uses it: loading and warm-up, packing logits for the batching dispatcher, and the model
+inside the API process behind BentoML's adaptive batching dispatcher, with no hop to a model service.
 
 BentoML forms batches only for calls that reach a batchable API over HTTP, so a model service costs every request
 a second HTTP exchange and a pickled float array. On a CPU box that exchange costs as much CPU as the model, and
@@ -13,22 +14,96 @@ keep-alive connections while another idles, and with one copy the busy worker co
 
 from __future__ import annotations
 
+import logging
 import queue
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import numpy as np
 
-from skinserve.service_config import ServiceSettings
-from skinserve.serving import ServedModel, load_served_model, packed_prediction
+from skinserve.labels import CONDITIONS, SEVERITY_LABELS
+from skinserve.runtime import ExportedModel, load_exported_model
+from skinserve.serve.settings import ServiceSettings
+
+logger = logging.getLogger("skinserve.service")
+_CONDITIONS, _LEVELS = len(CONDITIONS), len(SEVERITY_LABELS)
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    model: ExportedModel
+    warmed: tuple[int, ...]
+
+
+def warm_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
+    """1, 2, 4, ... up to the largest batch the dispatcher may form: each shape's first call pays its setup."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return (*sizes, max(1, max_batch_size))
+
+
+def load_served_model(export_dir: Path | str, settings: ServiceSettings) -> ServedModel:
+    """Open the export (hashes checked), then run every warm-up batch size once before reporting ready."""
+    model = load_exported_model(Path(export_dir), settings.runtime, threads=settings.ort_threads)
+    size = model.manifest.preprocess.input_size
+    rng = np.random.default_rng(0)
+    warmed = warm_batch_sizes(settings.max_batch_size)
+    for batch in warmed:
+        model.predict(rng.standard_normal((batch, 3, size, size), dtype=np.float32))
+    logger.info("model %s ready on %s; warmed batch sizes %s", model.artifact, model.runtime, warmed)
+    return ServedModel(model, warmed)
+
+
+def packed_prediction(
+    model: ExportedModel, batch: np.ndarray, observe_call: Callable[[int, float], None] = lambda size, cpu_s: None
+) -> np.ndarray:
+    """The model's logits for `batch` as one [N, 7 + 28 + 1] array (conditions, severity, the batch size), so the
+    batching dispatcher can split the batch's answer back by rows. Then `observe_call(N, CPU seconds)`: the model
+    call's CPU on this thread, whatever else runs beside it."""
+    started = time.thread_time()
+    conditions, severity = model.predict(batch)
+    observe_call(len(batch), time.thread_time() - started)
+    n = len(conditions)
+    sizes = np.full((n, 1), n, dtype=np.float32)
+    return np.concatenate([conditions.reshape(n, -1), severity.reshape(n, -1), sizes], axis=1).astype(np.float32)
+
+
+def unpack_logits(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    conditions = packed[:, :_CONDITIONS]
+    severity = packed[:, _CONDITIONS : _CONDITIONS * (1 + _LEVELS)].reshape(-1, _CONDITIONS, _LEVELS)
+    return conditions, severity, packed[:, -1].astype(int)
+
+
+async def retried_once(call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """`call(*args)`, once more if the connection to the model service broke: inference has no side effects.
+
+    The API worker keeps connections to the model worker alive; one the model side has already closed fails on
+    its first write (aiohttp's ClientConnectionResetError / ServerDisconnectedError), which answered clients with a
+    500 under load; one closed while its answer was being read raises aiohttp's RuntimeError("Connection closed.").
+    A second attempt opens a fresh connection.
+    """
+    import aiohttp
+
+    try:
+        return await call(*args)
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and str(err) != "Connection closed.":
+            raise
+        logger.warning("model service connection broke (%s: %s); retrying once", type(err).__name__, err)
+        return await call(*args)
 
 
 def _overloaded() -> np.ndarray:
-    from bentoml.exceptions import ServiceUnavailable
+    from skinserve.serve.http import Overloaded
 
     # The dispatcher gives up on a call it cannot fit in max_latency_ms: a 503 the client may retry.
-    raise ServiceUnavailable("the model is at capacity")
+    raise Overloaded("the model is at capacity; retry shortly")
 
 
 class LocalModel:

@@ -257,3 +257,14 @@ def test_the_db_upgrade_job_migrates_then_makes_partitions(overlay):
     assert upgrade["image"] == partitions["image"] == image  # the migrations the new pods expect
     cron = one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     assert cron["args"] == partitions["args"] and cron["image"] == image
+
+
+PRE_ROLLOUT = {"config", "db-upgrade"}  # README: kubectl apply -k ... -l 'app.kubernetes.io/component in (...)'
+
+
+def test_the_pre_rollout_selector_picks_the_config_and_the_upgrade_job_only(overlay):
+    _, objects = overlay
+    picked = {
+        o["kind"] for o in objects if o["metadata"].get("labels", {}).get("app.kubernetes.io/component") in PRE_ROLLOUT
+    }
+    assert picked == {"ConfigMap", "Job"}

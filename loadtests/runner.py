@@ -54,6 +54,11 @@ class LoadTestConfig:
     max_error_rate: float | None = None
     token: str | None = field(default=None, repr=False)  # sent as a bearer token; never written to a report
     service_env: dict[str, str] = field(default_factory=dict)  # extra SKINSERVE_* for a service started here
+    # Locust's distributed mode across machines: "master" (reports, gates) waits for `expect_workers` "worker"s.
+    role: str = "local"  # local | master | worker
+    expect_workers: int = 1
+    master_host: str = "*"  # master: the interface to listen on; worker: the master's address
+    master_port: int = 5557
 
 
 # --- Locust --------------------------------------------------------------------------------------------------
@@ -69,7 +74,11 @@ def locust_command(config: LoadTestConfig, host: str, prefix: Path, images: Path
     command += ["--exit-code-on-error", "0"]  # failures are judged by the thresholds here, not by Locust
     if config.reset_stats:
         command.append("--reset-stats")
-    if config.workers > 1:
+    if config.role == "master":
+        # Workers on other machines connect here; the run starts once `expect_workers` have, or fails after 5 min.
+        command += ["--master", "--expect-workers", str(config.expect_workers), "--expect-workers-max-wait", "300"]
+        command += ["--master-bind-host", config.master_host, "--master-bind-port", str(config.master_port)]
+    elif config.workers > 1:
         # --processes forks the workers after the locustfile is imported, on a master port of our own choosing
         # (the default 5557 would clash between runs side by side); one process tree to start and stop.
         port = str(free_port())
@@ -84,7 +93,7 @@ def run_locust(config: LoadTestConfig, host: str, images: Path) -> Path:
     env = os.environ | {"SKINSERVE_LOADTEST_SHAPE": config.shape or ""}
     if config.token:
         env["SKINSERVE_LOADTEST_TOKEN"] = config.token
-    seconds = _seconds(config.run_time)
+    seconds = _seconds(config.run_time) + (300 if config.role == "master" else 0)  # + the wait for workers
     with (config.out / "locust.log").open("wb") as log:
         process = subprocess.Popen(
             locust_command(config, host, prefix, images),
@@ -102,6 +111,29 @@ def run_locust(config: LoadTestConfig, host: str, images: Path) -> Path:
     if code != 0 or not Path(f"{prefix}_stats.csv").is_file():
         raise LoadTestError(f"Locust exited with {code}; see {config.out / 'locust.log'}")
     return prefix
+
+
+def run_worker(config: LoadTestConfig, images: Path) -> int:
+    """A Locust worker of the master at master_host:master_port: it sends the requests the master assigns (users,
+    rate, target host) and reports to it, until the master ends the run. Its log goes to config.out/locust.log."""
+    command = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker"]
+    command += ["--master-host", config.master_host, "--master-port", str(config.master_port)]
+    command += ["--images", str(images), "--think-time", str(config.think_time_s), "--steps", str(config.steps)]
+    if config.workers > 1:
+        command += ["--processes", str(config.workers)]  # several worker processes on this machine
+    env = os.environ | {"SKINSERVE_LOADTEST_SHAPE": config.shape or ""}
+    if config.token:
+        env["SKINSERVE_LOADTEST_TOKEN"] = config.token
+    with (config.out / "locust.log").open("wb") as log:
+        code = subprocess.run(
+            command + list(SCENARIOS[config.scenario]),
+            cwd=LOCUSTFILE.parent,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        ).returncode
+    print(f"worker of {config.master_host}:{config.master_port} done (Locust exit {code}); log in {config.out}")
+    return 0 if code == 0 else 2
 
 
 def _seconds(run_time: str) -> float:
@@ -248,6 +280,8 @@ def run_loadtest(config: LoadTestConfig) -> int:
             load_corpus(config.images)  # a missing or empty folder is said here, not deep in Locust's log
         with tempfile.TemporaryDirectory(prefix="skinserve-images-") as scratch:
             images = config.images or _synthetic_images(Path(scratch))
+            if config.role == "worker":
+                return run_worker(config, images)
             if config.host:
                 prefix = run_locust(config, config.host, images)
             else:
@@ -305,14 +339,26 @@ def loadtest_command(
     reset_stats: Annotated[bool, Opt(help="Leave the ramp-up out of the figures.")] = False,
     max_p99_ms: Annotated[float | None, Opt(help="Exit 1 when the total p99 is over this.")] = None,
     max_error_rate: Annotated[float | None, Opt(help="Exit 1 when failures/requests is over this.")] = None,
+    master: Annotated[bool, Opt(help="Distributed: drive --expect-workers workers; report here.")] = False,
+    worker: Annotated[bool, Opt(help="Distributed: send load for the master at --master-host.")] = False,
+    expect_workers: Annotated[int, Opt(help="Master: workers to wait for before starting.")] = 1,
+    master_host: Annotated[str | None, Opt(help="Worker: the master's address; master: interface to bind [*].")] = None,
+    master_port: Annotated[int, Opt(help="The master's port.")] = 5557,
 ) -> None:
     """Load-test the service with Locust: reports into --out; exits 1 when a given threshold is broken."""
     if shape not in (None, "step"):
         typer.echo(f"error: --shape must be step, not {shape!r}", err=True)
         raise typer.Exit(2)
+    if master and worker:
+        typer.echo("error: --master and --worker exclude each other", err=True)
+        raise typer.Exit(2)
+    if worker and not master_host:
+        typer.echo("error: --worker needs --master-host", err=True)
+        raise typer.Exit(2)
     config = LoadTestConfig(
         out, host, users, spawn_rate, run_time, shape, steps, workers, scenario, images, think_time, reset_stats,
-        max_p99_ms, max_error_rate, token,
+        max_p99_ms, max_error_rate, token, role="master" if master else "worker" if worker else "local",
+        expect_workers=expect_workers, master_host=master_host or "*", master_port=master_port,
     )  # fmt: skip
     raise typer.Exit(run_loadtest(config))
 

@@ -174,6 +174,47 @@ def db_current() -> None:
     typer.echo(f"{redacted_url(url)}: {migrate.current_revision(url)} (head {migrate.head_revision()})")
 
 
+@db_app.command("partitions")
+def db_partitions(
+    ahead: Annotated[int | None, typer.Option(help="Days after today [SKINSERVE_LOG_PARTITION_DAYS_AHEAD: 7].")] = None,
+    retention_days: Annotated[int | None, typer.Option(help="Days kept [SKINSERVE_LOG_RETENTION_DAYS: all].")] = None,
+    action: Annotated[str | None, typer.Option(help="detach or drop [SKINSERVE_LOG_RETENTION_ACTION: detach].")] = None,
+) -> None:
+    """Create the coming days' prediction_logs partitions (Postgres); detach or drop days past retention."""
+    import os
+
+    from sqlalchemy.exc import OperationalError
+
+    from skinserve.db.engine import create_registry_engine
+    from skinserve.db.partitions import PartitionError, PartitionPolicy, manage_partitions
+
+    url = Settings.from_env().database_url
+    engine = create_registry_engine(url)
+    try:
+        given = {"partition_days_ahead": ahead, "retention_days": retention_days, "retention_action": action}
+        # The options go through the same validation as the variables they stand for, and are named as those.
+        overrides = {f"SKINSERVE_LOG_{k.upper()}": str(v) for k, v in given.items() if v is not None}
+        policy = PartitionPolicy.from_env(dict(os.environ) | overrides)
+        if engine.dialect.name != "postgresql":
+            typer.echo(f"{redacted_url(url)}: {engine.dialect.name} keeps one prediction_logs table; nothing to do")
+            return
+        report = manage_partitions(engine, policy)
+    except PartitionError as err:
+        raise fail(str(err)) from err
+    except OperationalError as err:  # a lock not granted within lock_timeout, or the server away: the next run retries
+        raise fail(f"prediction_logs partitions on {redacted_url(url)}: {err.orig}", code=1) from err
+    finally:
+        engine.dispose()
+    typer.echo(
+        f"{redacted_url(url)}: {report.partitions} day partitions; created {len(report.created)}, "
+        f"detached {len(report.detached)}, dropped {len(report.dropped)}; moved {report.moved_from_default} rows "
+        f"out of the default partition, purged {report.purged_from_default}; {report.default_rows} rows left there"
+    )
+    for name in report.created + report.detached + report.dropped:
+        verb = "created" if name in report.created else "detached" if name in report.detached else "dropped"
+        typer.echo(f"  {verb} {name}")
+
+
 @app.command("evaluate")
 def evaluate(
     model_path: Annotated[Path, typer.Argument(help="A checkpoint (.pt) or an export directory (manifest.json).")],

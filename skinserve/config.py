@@ -26,22 +26,28 @@ class EnvSettings(BaseSettings):
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Self:
-        """From the process environment, or from `environ` alone; a bad value raises SettingsError naming it."""
+        """From the process environment, or from `environ` alone; a bad value raises `invalid(...)` naming it."""
+        prefix = cls.model_config.get("env_prefix") or ""
         try:
             if environ is None:
                 return cls()
             # model_validate skips BaseSettings' sources: only `environ` is read, through the same validators.
-            values = {k[len(ENV_PREFIX) :].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX) and v}
+            values = {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix) and v.strip()}
             return cls.model_validate(values)
         except ValidationError as err:
-            raise SettingsError(describe_invalid(err)) from err
+            raise cls.invalid(describe_invalid(err, prefix)) from err
+
+    @classmethod
+    def invalid(cls, message: str) -> SkinserveError:
+        """The error a bad value raises; a settings class of a subsystem may raise that subsystem's own."""
+        return SettingsError(message)
 
 
-def describe_invalid(err: ValidationError) -> str:
+def describe_invalid(err: ValidationError, prefix: str = ENV_PREFIX) -> str:
     """pydantic's errors in the words of the environment: `SKINSERVE_MODEL_COPIES='0': ...`."""
     problems = []
     for problem in err.errors():
-        name = ENV_PREFIX + "_".join(str(part) for part in problem["loc"]).upper()
+        name = prefix + "_".join(str(part) for part in problem["loc"]).upper()
         value = problem.get("input")
         shown = "" if isinstance(value, dict) else f"={value!r}"
         problems.append(f"{name}{shown}: {problem['msg']}")

@@ -20,8 +20,11 @@ def create_registry_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", "default", None):
         # psycopg 3 is the driver we ship; a bare postgresql:// URL would ask for psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
-    # Fail in seconds, not minutes, when the server is down or a firewall drops the packets.
-    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    # Fail in seconds, not minutes, when the server is down or a firewall drops the packets. prepare_threshold=None:
+    # psycopg 3 otherwise prepares a statement on the server after 5 runs, which PgBouncer in transaction pooling
+    # (before 1.21, or without max_prepared_statements) hands to another client's connection: "prepared statement
+    # _pg3_0 already exists / does not exist". Costs nothing here: SQLAlchemy sends a batch as one multi-row INSERT.
+    return create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10, "prepare_threshold": None})
 
 
 def _enable_sqlite_foreign_keys(dbapi_connection, _record) -> None:

@@ -102,12 +102,20 @@ class PredictionLog(Base):
     """One prediction served; written by `skinserve.serve.predlog.PredictionLogWriter`, never on the request path."""
 
     __tablename__ = "prediction_logs"
-    __table_args__ = (Index("idx_prediction_logs_created_at", "created_at"),)
+    # On Postgres partitioned by UTC day (migration 0004, skinserve/db/partitions.py). No surrogate key: a 32-bit id
+    # ran out in days, and a unique key on a partitioned table must hold the partition key anyway.
+    __table_args__ = (
+        Index("idx_prediction_logs_created_at", "created_at"),
+        {"postgresql_partition_by": "RANGE (created_at)"},
+    )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    request_id: Mapped[str] = mapped_column(String(36), nullable=False, unique=True)
+    # The writer's inserts are keyed on (request_id, created_at) (ON CONFLICT DO NOTHING): created_at is fixed once
+    # per request, so a replayed row is never stored twice.
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     # Set by the service at prediction time (UTC); the server default only covers hand-written inserts.
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True, nullable=False, server_default=func.now()
+    )
     model_name: Mapped[str] = mapped_column(String(100), nullable=False)
     model_version: Mapped[str] = mapped_column(String(50), nullable=False)
     runtime: Mapped[str] = mapped_column(String(50), nullable=False)

@@ -2,7 +2,8 @@
 
 Where a submitted row can be, and what ends its stay there:
 - the queue (memory): the writer takes it within `flush_interval_s` and inserts it with its batch;
-- the database: inserted with `INSERT ... ON CONFLICT (request_id) DO NOTHING`, so a row sent twice is stored once;
+- the database: inserted with `INSERT ... ON CONFLICT (request_id, created_at) DO NOTHING`, so a row sent twice
+  is stored once;
 - the spool (local disk): `predictions-<pid>.jsonl`, appended when the database fails or the queue is full;
   replayed (same idempotent insert) once the database answers, by this process or by any other after it died;
 - the overflow (memory, at most `queue_size` rows): when the spool cannot be written either; retried like the queue.
@@ -37,14 +38,17 @@ log = logging.getLogger("skinserve.serve.predlog")
 
 
 def insert_statement(dialect: str) -> Insert:
-    """`INSERT ... ON CONFLICT (request_id) DO NOTHING` for Postgres or SQLite: replays and retries are harmless."""
+    """`INSERT ... ON CONFLICT (request_id, created_at) DO NOTHING` for Postgres or SQLite: replays and retries are
+    harmless. The key holds created_at because Postgres partitions the table by it (migration 0004); a request's
+    created_at is fixed when it is answered and kept to the microsecond in the spool, so the key is as exact as
+    request_id alone."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     else:
         raise ValueError(f"prediction logs need Postgres or SQLite, not {dialect!r} (SKINSERVE_DATABASE_URL)")
-    return insert(PredictionLog.__table__).on_conflict_do_nothing(index_elements=["request_id"])
+    return insert(PredictionLog.__table__).on_conflict_do_nothing(index_elements=["request_id", "created_at"])
 
 
 Pending = tuple[PredictionRow, float]  # a row and when it was submitted (time.monotonic)

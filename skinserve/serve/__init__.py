@@ -1,0 +1,1 @@
+"""Serving, torch-free: settings, uploads, the batched model, HTTP answers and errors, schemas, prediction log."""

@@ -117,12 +117,12 @@ def build_manifest(
             "layout": "NCHW",
             "normalised": True,
         },
+        # The two every export has; export.cli replaces them with the graph's own list (skin type, CAM) and adds
+        # the "skin_type" and "cam" entries that say whether those outputs are there.
         "outputs": [
             {"name": OUTPUT_NAMES[0], "dtype": "float32", "shape": ["batch", len(CONDITIONS)]},
             {"name": OUTPUT_NAMES[1], "dtype": "float32", "shape": ["batch", len(CONDITIONS), len(SEVERITY_LABELS)]},
         ],
-        # The skin-type head, when trained, is left out of every graph: serving answers conditions and severity.
-        "dropped_outputs": ["skin_type_logits"] if spec.get("skin_type_head") else [],
         "artifacts": artifacts,
         "source": source
         | {

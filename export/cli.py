@@ -5,7 +5,7 @@ Heavy imports (torch, onnx, TensorRT, BentoML) happen inside the functions so `s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -38,7 +38,7 @@ def run_export(
     checkpoint_path: Path, out: Path, options: ExportOptions, name: str, version: str | None = None
 ) -> ExportResult:
     """Artifacts, manifest and parity table in `out`; the manifest records the parity verdict."""
-    from export.formats import export_artifacts
+    from export.formats import export_artifacts, graph_outputs, resolve_cam
     from export.manifest import artifact_entry, build_manifest, resolve_version
     from export.parity import PARITY_FILE, check_parity, parity_summary, save_parity
     from skinserve.manifest import file_sha256, write_manifest
@@ -49,12 +49,14 @@ def run_export(
     sha256 = file_sha256(checkpoint_path)
     version = resolve_version(checkpoint_path, version)
     model = model_from_checkpoint(checkpoint)
+    size = checkpoint.preprocessing.input_size
+    options = replace(options, cam=resolve_cam(model, size, options.cam))
     out.mkdir(parents=True, exist_ok=True)
-    artifacts = export_artifacts(model, out, checkpoint.preprocessing.input_size, options)
+    artifacts = export_artifacts(model, out, size, options)
     entries = {a.format: artifact_entry(out, a) for a in artifacts}
-    manifest = build_manifest(
-        checkpoint, {"checkpoint": checkpoint_path.name, "sha256": sha256}, entries, name, version
-    )
+    outputs, cam = graph_outputs(model, size, options.cam)
+    source = {"checkpoint": checkpoint_path.name, "sha256": sha256}
+    manifest = build_manifest(checkpoint, source, entries, name, version, outputs, cam)
     write_manifest(out, manifest)  # parity loads the artifacts the way a server would: through the manifest
     rows = check_parity(model, out, list(entries))
     save_parity(rows, out / PARITY_FILE)

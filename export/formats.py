@@ -1,7 +1,9 @@
 """Artifacts from a trained model: ONNX (fp32 and fp16), a TensorRT engine and an AOTInductor package.
 
 Every artifact takes `image` float32 [N, 3, H, W] (already normalised) and gives `condition_logits` [N, 7] and
-`severity_logits` [N, 7, 4] in float32, whatever precision it computes in, so one `predict` fits them all.
+`severity_logits` [N, 7, 4] in float32, whatever precision it computes in, so one `predict` fits them all; then
+`skin_type_logits` [N, 5] when the model has a skin-type head, and the class activation maps `condition_cam`
+[N, 7, h, w] and `severity_cam` [N, 7, 4, h, w] when the backbone has a spatial feature map (`ExportOptions.cam`).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import torch
 from torch import nn
 
 from skinserve.errors import SkinserveError
+from skinserve.labels import CONDITIONS, SEVERITY_LABELS
+from skinserve.manifest import CamOutput, TensorSpec
 from skinserve.modeling.model import SkinModel
-from skinserve.runtime import INPUT_NAME, OUTPUT_NAMES
+from skinserve.runtime import CAM_OUTPUTS, INPUT_NAME, OUTPUT_NAMES, SKIN_TYPE_OUTPUT
 
 FORMATS = ("onnx", "onnx-fp16", "tensorrt", "aoti")
 ARTIFACT_FILES = {
@@ -57,6 +61,7 @@ class ExportOptions:
     aoti_max_autotune: bool = False  # Triton autotuning: faster kernels, minutes more compile time
     timing_cache: Path | None = None  # TensorRT's layer timings, read before and written after each build
     opset: int = DEFAULT_OPSET
+    cam: bool | None = None  # class activation map outputs; None: when the backbone has a spatial feature map
 
 
 @dataclass(frozen=True)
@@ -102,15 +107,80 @@ def refusal(fmt: str, options: ExportOptions) -> str | None:
 
 
 class Logits(nn.Module):
-    """The graph export freezes: exactly (condition_logits, severity_logits); a skin-type output is dropped."""
+    """The graph export freezes: condition and severity logits, the skin-type logits when the model has that head,
+    and with `cam` the class activation maps (`output_names` lists them in order).
 
-    def __init__(self, model: SkinModel) -> None:
+    The maps apply the backbone's head (pooling of one cell, then any norm) and the model's heads to each cell of
+    the last feature map on its own: the logit that cell's features alone give. Where the head is a plain average
+    pool (EfficientNet, ResNet), the mean of a map over its cells is the logit exactly; where a norm follows the
+    pool (ConvNeXt) it is close (the manifest's `cam.exact` records which, measured at export). Written by hand:
+    pytorch-grad-cam needs gradients, which an ONNX graph does not have; this is CAM (Zhou et al. 2016), which
+    needs none, so ONNX Runtime computes it in the same call for a few kFLOPs per cell.
+    """
+
+    def __init__(self, model: SkinModel, cam: bool = False) -> None:
         super().__init__()
         self.model = model
+        self.cam = cam
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        outputs = self.model(image)
-        return outputs[0], outputs[1]
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if not self.cam:
+            return tuple(self.model(image))
+        backbone = self.model.backbone
+        fmap = backbone.forward_features(image)  # [N, C, h, w]
+        outputs = self.model.heads(self.model.dropout(backbone.forward_head(fmap, pre_logits=True)))
+        n, channels, h, w = fmap.shape
+        cells = fmap.permute(0, 2, 3, 1).reshape(-1, channels, 1, 1)  # each cell as a 1x1 feature map
+        local = self.model.heads(backbone.forward_head(cells, pre_logits=True))
+        condition_cam = local[0].reshape(n, h, w, len(CONDITIONS)).permute(0, 3, 1, 2)
+        severity_cam = local[1].reshape(n, h, w, len(CONDITIONS), len(SEVERITY_LABELS)).permute(0, 3, 4, 1, 2)
+        return (*outputs, condition_cam, severity_cam)
+
+
+def output_names(model: SkinModel, cam: bool) -> tuple[str, ...]:
+    skin_type = (SKIN_TYPE_OUTPUT,) if model.skin_type_head is not None else ()
+    return (*OUTPUT_NAMES, *skin_type, *(CAM_OUTPUTS if cam else ()))
+
+
+def supports_cam(model: SkinModel, input_size: int) -> bool:
+    """Whether the backbone's last features are a [N, C, h, w] map (convolutional), not tokens (ViT)."""
+    with torch.no_grad():
+        features = model.eval().backbone.forward_features(torch.zeros(1, 3, input_size, input_size))
+    return features.ndim == 4
+
+
+def resolve_cam(model: SkinModel, input_size: int, asked: bool | None) -> bool:
+    if asked is False:
+        return False
+    supported = supports_cam(model, input_size)
+    if asked and not supported:
+        raise ExportError(
+            f"CAM outputs need a backbone with a spatial feature map; {type(model.backbone).__name__} gives tokens"
+        )
+    return supported
+
+
+def graph_outputs(model: SkinModel, input_size: int, cam: bool) -> tuple[list[TensorSpec], CamOutput]:
+    """The manifest's `outputs` (name, dtype, shape) and its `cam` entry (available, size, exact), measured on the
+    model: exact when each map's mean over its cells equals the logit it explains (to 1e-4)."""
+    names = output_names(model, cam)
+    with torch.no_grad():
+        results = Logits(model.eval(), cam)(
+            torch.randn(2, 3, input_size, input_size, generator=torch.Generator().manual_seed(0))
+        )
+    outputs = [
+        TensorSpec(name=name, dtype="float32", shape=["batch", *result.shape[1:]])
+        for name, result in zip(names, results, strict=True)
+    ]
+    if not cam:
+        return outputs, CamOutput()
+    by_name = dict(zip(names, results, strict=True))
+    condition_cam, severity_cam = by_name[CAM_OUTPUTS[0]], by_name[CAM_OUTPUTS[1]]
+    exact = torch.allclose(condition_cam.mean((2, 3)), by_name[OUTPUT_NAMES[0]], atol=1e-4) and torch.allclose(
+        severity_cam.mean((3, 4)), by_name[OUTPUT_NAMES[1]], atol=1e-4
+    )
+    size = list(condition_cam.shape[2:])
+    return outputs, CamOutput(available=True, size=size, exact=bool(exact), covers="the model input square")
 
 
 class HalfChannelsLast(nn.Module):
@@ -120,10 +190,9 @@ class HalfChannelsLast(nn.Module):
         super().__init__()
         self.model = model.half().to(memory_format=torch.channels_last)
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         image = image.to(torch.float16).contiguous(memory_format=torch.channels_last)
-        conditions, severity = self.model(image)
-        return conditions.float(), severity.float()
+        return tuple(output.float() for output in self.model(image))
 
 
 def _batch_dim(profile: BatchProfile | None = None) -> torch.export.Dim:
@@ -132,7 +201,9 @@ def _batch_dim(profile: BatchProfile | None = None) -> torch.export.Dim:
     return torch.export.Dim("batch", min=profile.min, max=profile.max)
 
 
-def export_onnx(model: SkinModel, path: Path, input_size: int, opset: int = DEFAULT_OPSET) -> Artifact:
+def export_onnx(
+    model: SkinModel, path: Path, input_size: int, opset: int = DEFAULT_OPSET, cam: bool = False
+) -> Artifact:
     """torch.export-based ONNX (torch's default exporter since 2.9), simplified by onnxslim, checked by onnx."""
     import onnx
     import onnxslim
@@ -141,12 +212,12 @@ def export_onnx(model: SkinModel, path: Path, input_size: int, opset: int = DEFA
     example = torch.randn(2, 3, input_size, input_size)
     with torch.no_grad():
         torch.onnx.export(
-            Logits(model).eval(),
+            Logits(model, cam).eval(),
             (example,),
             str(path),
             dynamo=True,
             input_names=[INPUT_NAME],
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names(model, cam)),
             dynamic_shapes=({0: _batch_dim()},),
             opset_version=opset,
             external_data=False,
@@ -208,10 +279,16 @@ def build_tensorrt_engine(
 
 
 def export_aoti(
-    model: SkinModel, path: Path, input_size: int, device: str, profile: BatchProfile, max_autotune: bool = False
+    model: SkinModel,
+    path: Path,
+    input_size: int,
+    device: str,
+    profile: BatchProfile,
+    max_autotune: bool = False,
+    cam: bool = False,
 ) -> Artifact:
     """torch.export + AOTInductor: fp16 channels_last for CUDA; fp32 for the CPU (a test build of the same path)."""
-    module: nn.Module = Logits(copy.deepcopy(model)).eval()  # a copy: casting and moving a module is in place
+    module: nn.Module = Logits(copy.deepcopy(model), cam).eval()  # a copy: casting and moving a module is in place
     if device == "cuda":
         module = HalfChannelsLast(module)
     module = module.to(device)
@@ -227,18 +304,20 @@ def export_aoti(
 
 
 def export_artifacts(model: SkinModel, out: Path, input_size: int, options: ExportOptions) -> list[Artifact]:
-    """Write each requested format into `out`, in the order of FORMATS (ONNX first: TensorRT starts from it)."""
+    """Write each requested format into `out`, in the order of FORMATS (ONNX first: TensorRT starts from it).
+    `options.cam` must be resolved (True or False: `resolve_cam`), so every artifact has the same outputs."""
     model = model.eval().cpu()
+    cam = bool(options.cam)
     onnx_path = out / ARTIFACT_FILES["onnx"]
     artifacts = []
     for fmt in options.formats:
         path = out / ARTIFACT_FILES[fmt]
         if fmt == "onnx":
-            artifacts.append(export_onnx(model, path, input_size, options.opset))
+            artifacts.append(export_onnx(model, path, input_size, options.opset, cam))
         elif fmt == "onnx-fp16" and "onnx" in options.formats:
             artifacts.append(convert_onnx_fp16(onnx_path, path))
         elif fmt == "onnx-fp16":  # fp16 alone: its fp32 source is a scratch file
-            scratch = export_onnx(model, out / ".fp32-source.onnx", input_size, options.opset)
+            scratch = export_onnx(model, out / ".fp32-source.onnx", input_size, options.opset, cam)
             artifacts.append(convert_onnx_fp16(out / scratch.file, path))
             (out / scratch.file).unlink()
         elif fmt == "tensorrt":
@@ -246,5 +325,5 @@ def export_artifacts(model: SkinModel, out: Path, input_size: int, options: Expo
             artifacts.append(build_tensorrt_engine(onnx_path, path, input_size, profile, cache))
         elif fmt == "aoti":
             device, autotune = options.aoti_device, options.aoti_max_autotune
-            artifacts.append(export_aoti(model, path, input_size, device, options.profile, autotune))
+            artifacts.append(export_aoti(model, path, input_size, device, options.profile, autotune, cam))
     return artifacts

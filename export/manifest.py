@@ -21,14 +21,16 @@ from skinserve.manifest import (
     MANIFEST_NAME,
     ArtifactEntry,
     BatchRange,
+    CamOutput,
     ExportManifest,
     LabelSet,
     ManifestModel,
+    SkinTypeOutput,
     TensorSpec,
     file_sha256,
 )
 from skinserve.modeling.checkpoint import Checkpoint
-from skinserve.runtime import INPUT_NAME, OUTPUT_NAMES
+from skinserve.runtime import INPUT_NAME
 
 # A BentoML tag part and a storage key segment at once.
 _VERSION_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
@@ -97,11 +99,17 @@ def artifact_entry(export_dir: Path, artifact: Artifact) -> ArtifactEntry:
 
 
 def build_manifest(
-    checkpoint: Checkpoint, source: dict[str, Any], artifacts: dict[str, ArtifactEntry], name: str, version: str
+    checkpoint: Checkpoint,
+    source: dict[str, Any],
+    artifacts: dict[str, ArtifactEntry],
+    name: str,
+    version: str,
+    outputs: list[TensorSpec],
+    cam: CamOutput,
 ) -> ExportManifest:
-    """`source`: the checkpoint file's name and SHA-256; `artifacts`: format -> `artifact_entry`."""
+    """`source`: the checkpoint file's name and SHA-256; `artifacts`: format -> `artifact_entry`; `outputs` and `cam`:
+    the graph's outputs in order and its class activation maps, as `export.formats.graph_outputs` measured them."""
     spec, size = checkpoint.model, checkpoint.preprocessing.input_size
-    n_conditions, n_levels = len(checkpoint.labels.conditions), len(checkpoint.labels.severities)
     return ExportManifest(
         name=name,
         version=version,
@@ -121,12 +129,11 @@ def build_manifest(
         input=TensorSpec(
             name=INPUT_NAME, dtype="float32", shape=["batch", 3, size, size], layout="NCHW", normalised=True
         ),
-        outputs=[
-            TensorSpec(name=OUTPUT_NAMES[0], dtype="float32", shape=["batch", n_conditions]),
-            TensorSpec(name=OUTPUT_NAMES[1], dtype="float32", shape=["batch", n_conditions, n_levels]),
-        ],
-        # The skin-type head, when trained, is left out of every graph: serving answers conditions and severity.
-        dropped_outputs=["skin_type_logits"] if spec.skin_type_head else [],
+        outputs=outputs,
+        skin_type=SkinTypeOutput(
+            available=spec.skin_type_head, labels=list(checkpoint.labels.skin_types) if spec.skin_type_head else []
+        ),
+        cam=cam,
         artifacts=artifacts,
         source=source | {"metrics": checkpoint.metrics, "config": checkpoint.config, "versions": checkpoint.versions},
         # As in a checkpoint, so skinserve.data.split.records_of_split can rebuild the split from it.

@@ -100,6 +100,24 @@ class TensorSpec(_Strict):
     normalised: bool | None = None
 
 
+class SkinTypeOutput(_Strict):
+    """Whether the graph has the skin-type head's output, and the labels of its columns."""
+
+    available: bool = False
+    labels: list[str] = Field(default_factory=list)
+    output: str = "skin_type_logits"
+
+
+class CamOutput(_Strict):
+    """Whether the graph has class activation maps (`condition_cam`, `severity_cam`), their cells, and whether each
+    map's mean is its logit exactly (average-pooled backbones) or only closely (a norm after the pool)."""
+
+    available: bool = False
+    size: list[int] | None = None  # [h, w] cells over the model's input square
+    exact: bool | None = None
+    covers: str | None = None
+
+
 class ExportManifest(_Strict):
     format: str = MANIFEST_FORMAT
     name: str
@@ -110,8 +128,11 @@ class ExportManifest(_Strict):
     thresholds: dict[str, float]
     preprocessing: dict[str, Any]  # Preprocessing.as_dict(): the fields plus resize_size and crop, for readers
     input: TensorSpec
-    outputs: list[TensorSpec]
+    outputs: list[TensorSpec]  # in the graph's order
+    # Manifests written before the skin-type head was exported named it here; newer ones export it (`skin_type`).
     dropped_outputs: list[str] = Field(default_factory=list)
+    skin_type: SkinTypeOutput = SkinTypeOutput()
+    cam: CamOutput = CamOutput()
     artifacts: dict[str, ArtifactEntry]
     source: dict[str, Any]  # the checkpoint's file name, SHA-256, metrics, config and versions
     dataset_fingerprint: str | None = None  # as in a checkpoint: evaluation rebuilds the split from it

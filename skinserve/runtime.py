@@ -25,13 +25,14 @@ __all__ = [
     "ExportedModel",
     "available_runtimes",
     "load_exported_model",
+    "output_names",
     "unavailable_reason",
 ]
 
 Logits = tuple[np.ndarray, np.ndarray]
-PredictFn = Callable[[np.ndarray], Logits]
-DeviceCall = Callable[[Any], tuple[Any, Any]]  # CUDA tensor in, CUDA tensors out: the raw model call
-Loader = Callable[[Path, int | None], tuple[PredictFn, DeviceCall | None]]
+RunFn = Callable[[np.ndarray, tuple[str, ...]], tuple[np.ndarray, ...]]  # a batch and output names -> those outputs
+DeviceCall = Callable[[Any], tuple[Any, ...]]  # CUDA tensor in, CUDA tensors out: the raw model call
+Loader = Callable[[Path, int | None, tuple[str, ...]], tuple[RunFn, DeviceCall | None]]
 
 RUNTIMES = ("tensorrt", "aoti-cuda", "onnxruntime-cuda", "onnxruntime-cpu", "aoti-cpu")
 # The artifact formats each runtime runs, best first; ONNX Runtime with CUDA gains from fp16, on CPU it does not.
@@ -44,7 +45,13 @@ RUNTIME_FORMATS: dict[str, tuple[str, ...]] = {
 }
 _AOTI_DEVICE = {"aoti-cuda": "cuda", "aoti-cpu": "cpu"}
 INPUT_NAME = "image"
-OUTPUT_NAMES = ("condition_logits", "severity_logits")
+OUTPUT_NAMES = ("condition_logits", "severity_logits")  # every export has these; `predict` returns them
+SKIN_TYPE_OUTPUT = "skin_type_logits"  # [N, 5], when the model has a skin-type head
+# Class activation maps: each condition's (and severity level's) logit from each cell of the last feature map,
+# [N, 7, h, w] and [N, 7, 4, h, w]; when exported, the manifest's `cam` says their size and whether they average exactly
+# to the logits. The optional outputs come after OUTPUT_NAMES, in this order.
+CAM_OUTPUTS = ("condition_cam", "severity_cam")
+OPTIONAL_OUTPUTS = (SKIN_TYPE_OUTPUT, *CAM_OUTPUTS)
 
 
 @dataclass(frozen=True)
@@ -53,21 +60,53 @@ class ExportedModel:
     manifest: ExportManifest
     artifact: str  # file name inside the export directory
     max_batch: int | None  # None: any batch size
-    _predict: PredictFn
+    _run: RunFn
     # The model on CUDA tensors with no host copies (tensorrt, aoti-cuda); benchmarks time it, serving uses predict.
     device_call: DeviceCall | None = None
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The artifact's outputs in graph order: OUTPUT_NAMES, then those of OPTIONAL_OUTPUTS it was exported with."""
+        return output_names(self.manifest)
+
     def predict(self, batch: np.ndarray) -> Logits:
         """(condition_logits [N, 7], severity_logits [N, 7, 4]) as float32, for a normalised float32 NCHW batch."""
+        conditions, severity = self.run(batch, OUTPUT_NAMES)
+        return conditions, severity
+
+    def predict_outputs(self, batch: np.ndarray, names: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The outputs `names` (default: all the artifact has) by name, as float32."""
+        names = self.outputs if names is None else tuple(names)
+        missing = [n for n in names if n not in self.outputs]
+        if missing:
+            raise ArtifactError(
+                f"{self.manifest.tag} was exported without {', '.join(missing)} (it has: {', '.join(self.outputs)})"
+            )
+        return dict(zip(names, self.run(batch, names), strict=True))
+
+    def run(self, batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if len(batch) == 0:  # engines are built for batches of 1 and more
-            conditions = np.zeros((0, len(CONDITIONS)), np.float32)
-            return conditions, np.zeros((0, len(CONDITIONS), len(SEVERITY_LABELS)), np.float32)
+            return tuple(np.zeros((0, *_output_shape(self.manifest, n)), np.float32) for n in names)
         step = self.max_batch or len(batch)
-        parts = [self._predict(batch[i : i + step]) for i in range(0, len(batch), step)]
+        parts = [self._run(batch[i : i + step], names) for i in range(0, len(batch), step)]
         if len(parts) == 1:
-            return parts[0]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+            return tuple(parts[0])
+        return tuple(np.concatenate([p[k] for p in parts]) for k in range(len(names)))
+
+
+def output_names(manifest: ExportManifest) -> tuple[str, ...]:
+    """The outputs an export's artifacts have, in graph order (an export from before skin type and CAM: the two)."""
+    return tuple(o.name for o in manifest.outputs) or OUTPUT_NAMES
+
+
+def _output_shape(manifest: ExportManifest, name: str) -> tuple[int, ...]:
+    """An output's shape without the batch axis, from the manifest."""
+    for output in manifest.outputs:
+        if output.name == name:
+            return tuple(int(d) for d in output.shape[1:])
+    fixed = {OUTPUT_NAMES[0]: (len(CONDITIONS),), OUTPUT_NAMES[1]: (len(CONDITIONS), len(SEVERITY_LABELS))}
+    return fixed[name]
 
 
 def _module_missing(name: str) -> bool:
@@ -163,8 +202,8 @@ def load_exported_model(
     runtime = _chosen_runtime(manifest, runtime, fmt)
     entry = manifest.artifacts[fmt or _runnable_formats(runtime, manifest)[0]]
     path = verified_artifact(export_dir, entry)
-    predict, device_call = _LOADERS[runtime](path, threads)
-    return ExportedModel(runtime, manifest, entry.file, entry.batch.max, predict, device_call)
+    run, device_call = _LOADERS[runtime](path, threads, output_names(manifest))
+    return ExportedModel(runtime, manifest, entry.file, entry.batch.max, run, device_call)
 
 
 def _chosen_runtime(manifest: ExportManifest, runtime: str, fmt: str | None) -> str:
@@ -197,39 +236,38 @@ def _onnxruntime_session(path: Path, providers: list[str], threads: int | None):
 
 
 def _onnxruntime(providers: list[str]) -> Loader:
-    def load(path: Path, threads: int | None) -> tuple[PredictFn, DeviceCall | None]:
+    def load(path: Path, threads: int | None, outputs: tuple[str, ...]) -> tuple[RunFn, DeviceCall | None]:
         session = _onnxruntime_session(path, providers, threads)
         if session.get_providers()[0] != providers[0]:
             # ONNX Runtime falls back to the CPU silently when the CUDA provider fails to initialise.
             raise ArtifactError(f"ONNX Runtime could not start {providers[0]} for {path} (it fell back to the CPU)")
 
-        def predict(batch: np.ndarray) -> Logits:
-            conditions, severity = session.run(list(OUTPUT_NAMES), {INPUT_NAME: batch})
-            return conditions, severity
+        def run(batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+            return tuple(session.run(list(names), {INPUT_NAME: batch}))
 
-        return predict, None
+        return run, None
 
     return load
 
 
-def _host_predict(call: DeviceCall, device: str) -> PredictFn:
-    """numpy in and out around a call on torch tensors of `device`."""
+def _host_run(call: DeviceCall, device: str, outputs: tuple[str, ...]) -> RunFn:
+    """numpy in and out around a call on torch tensors of `device` that returns all `outputs`, in their order."""
     import torch
 
     @torch.inference_mode()
-    def predict(batch: np.ndarray) -> Logits:
-        conditions, severity = call(torch.from_numpy(batch).to(device))
-        return conditions.float().cpu().numpy(), severity.float().cpu().numpy()
+    def run(batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+        results = call(torch.from_numpy(batch).to(device))
+        return tuple(results[outputs.index(name)].float().cpu().numpy() for name in names)
 
-    return predict
+    return run
 
 
 def _aoti(device: str) -> Loader:
-    def load(path: Path, threads: int | None) -> tuple[PredictFn, DeviceCall | None]:
+    def load(path: Path, threads: int | None, outputs: tuple[str, ...]) -> tuple[RunFn, DeviceCall | None]:
         import torch
 
         runner = torch._inductor.aoti_load_package(str(path))
-        return _host_predict(runner, device), runner if device == "cuda" else None
+        return _host_run(runner, device, outputs), runner if device == "cuda" else None
 
     return load
 
@@ -240,11 +278,12 @@ class _TensorRTEngine:
     An execution context holds the shapes and addresses of one call, so calls take turns (a lock); a server that
     wants calls to overlap on one GPU runs one engine per worker."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, outputs: tuple[str, ...]) -> None:
         import tensorrt as trt
         import torch
 
         self.torch = torch
+        self.outputs = outputs
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
             raise ArtifactError(
@@ -262,7 +301,8 @@ class _TensorRTEngine:
     def _run(self, image):
         self.context.set_input_shape(INPUT_NAME, tuple(image.shape))
         self.context.set_tensor_address(INPUT_NAME, image.data_ptr())
-        outputs = tuple(self._output_buffer(name) for name in OUTPUT_NAMES)
+        # Every output needs an address, asked for or not; they come back in the graph's order.
+        outputs = tuple(self._output_buffer(name) for name in self.outputs)
         # On torch's current stream, so the copies before and after are ordered with the engine's kernels.
         if not self.context.execute_async_v3(self.torch.cuda.current_stream().cuda_stream):
             raise RuntimeError(f"TensorRT failed to run a batch of shape {tuple(image.shape)}")
@@ -275,9 +315,9 @@ class _TensorRTEngine:
         return buffer
 
 
-def _tensorrt(path: Path, threads: int | None) -> tuple[PredictFn, DeviceCall | None]:
-    engine = _TensorRTEngine(path)
-    return _host_predict(engine, "cuda"), engine
+def _tensorrt(path: Path, threads: int | None, outputs: tuple[str, ...]) -> tuple[RunFn, DeviceCall | None]:
+    engine = _TensorRTEngine(path, outputs)
+    return _host_run(engine, "cuda", outputs), engine
 
 
 _LOADERS: dict[str, Loader] = {

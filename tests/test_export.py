@@ -91,10 +91,12 @@ def test_export_writes_artifacts_manifest_and_parity_table(exported):
 def test_onnx_graph_has_the_documented_names_shapes_and_float32_boundary(exported, name):
     graph = onnx.load(str(exported["out"] / name)).graph
     assert [i.name for i in graph.input] == ["image"]
-    assert [o.name for o in graph.output] == ["condition_logits", "severity_logits"]
+    # test_convnext has a spatial feature map, so the class activation maps follow the two logits outputs.
+    assert [o.name for o in graph.output] == ["condition_logits", "severity_logits", "condition_cam", "severity_cam"]
     batch, *rest = _dims(graph.input[0])
     assert isinstance(batch, str) and rest == [3, 64, 64]
     assert _dims(graph.output[0]) == [batch, 7] and _dims(graph.output[1]) == [batch, 7, 4]
+    assert _dims(graph.output[2]) == [batch, 7, 2, 2] and _dims(graph.output[3]) == [batch, 7, 4, 2, 2]
     float32 = onnx.TensorProto.FLOAT
     assert all(v.type.tensor_type.elem_type == float32 for v in [*graph.input, *graph.output])
 
@@ -145,7 +147,9 @@ def test_manifest_records_schema_preprocessing_hashes_and_source(exported, check
     assert manifest.preprocess == source.preprocessing
     assert {"mean", "std", "resize_size", "crop", "crop_pct", "interpolation"} <= set(manifest.preprocessing)
     assert manifest.input.shape == ["batch", 3, 64, 64]
-    assert [o.name for o in manifest.outputs] == ["condition_logits", "severity_logits"]
+    names = [o.name for o in manifest.outputs]
+    assert names == ["condition_logits", "severity_logits", "condition_cam", "severity_cam"]
+    assert manifest.skin_type.available is False and manifest.cam.available is True
     for fmt, precision in (("onnx", "fp32"), ("onnx-fp16", "fp16")):
         entry = manifest.artifacts[fmt]
         assert entry.format == fmt and entry.precision == precision

@@ -37,7 +37,10 @@ class SkinModel(nn.Module):
         self.skin_type_head = nn.Linear(features, len(SKIN_TYPES)) if skin_type_head else None
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        features = self.dropout(self.backbone(image))
+        return self.heads(self.dropout(self.backbone(image)))
+
+    def heads(self, features: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The heads on pooled features [M, F]; export also applies them to each cell of the feature map (CAM)."""
         conditions = self.condition_head(features)
         severity = self.severity_head(features).unflatten(1, (len(CONDITIONS), len(SEVERITY_LABELS)))
         if self.skin_type_head is None:

@@ -14,6 +14,7 @@ Settings come from `SKINSERVE_*` variables (`serve.settings`).
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime
@@ -37,9 +38,11 @@ from skinserve.serve.model import (
     unpack_logits,
 )
 from skinserve.serve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
+from skinserve.serve.queueing import ModelQueue
+from skinserve.serve.ratelimit import RateLimiter, client_address, parse_networks
 from skinserve.serve.schemas import Analysis, BatchAnalysis, Batching, ModelInfo, ModelRef, Timings, UploadInfo
 from skinserve.serve.settings import ServiceSettings
-from skinserve.serve.uploads import PreparedUpload, prepare_upload, uploaded_images
+from skinserve.serve.uploads import PreparedUpload, discard_body, prepare_upload, uploaded_images
 from skinserve.storage import content_key, open_storage
 
 SETTINGS = ServiceSettings.from_env()
@@ -62,9 +65,23 @@ stage_cpu_counter = bentoml.metrics.Counter(
 )
 rejections_counter = bentoml.metrics.Counter(
     name="skinserve_rejected_requests_total",
-    documentation="Requests answered 4xx/503, by status",
-    labelnames=["status"],
+    documentation="Requests answered 4xx/503, by status and error code",
+    labelnames=["status", "code"],
 )
+shed_counter = bentoml.metrics.Counter(
+    name="skinserve_shed_requests",
+    documentation="Requests refused (503 overloaded) because their expected wait was past the latency budget",
+)
+queue_gauge = bentoml.metrics.Gauge(
+    name="skinserve_queue_images",
+    documentation="Images admitted and not yet answered (waiting for or in a model call), summed over workers: "
+    "the number an autoscaler scales on",
+    multiprocess_mode="livesum",
+)
+
+
+def on_shed(expected_wait_s: float) -> None:
+    shed_counter.inc()
 
 
 def observe_model_call(size: int, cpu_s: float) -> None:
@@ -89,7 +106,9 @@ class ModelService:
     @bentoml.api(
         batchable=SETTINGS.batching,
         max_batch_size=max(2, SETTINGS.max_batch_size),
-        max_latency_ms=SETTINGS.max_latency_ms,
+        # The API workers admit or refuse each request by its own expected wait (serve.queueing); BentoML's
+        # dispatcher, which cancels the oldest queued call on a wall-clock fit, only backs that up at the timeout.
+        max_latency_ms=SETTINGS.timeout_s * 1000,
     )
     def predict(self, images: np.ndarray) -> np.ndarray:
         """Normalised NCHW float32 in; [N, 7 + 28 + 1] out: condition logits, severity logits, batch size."""
@@ -124,8 +143,25 @@ class SkinService:
             SETTINGS.database_url, SETTINGS.spool_dir, metrics=WriterMetrics.create(bentoml.metrics)
         )
         self.writer.start()
-        self.local = LocalModel(self.stored.path, SETTINGS, observe_model_call) if SETTINGS.model_in_process else None
+        if SETTINGS.model_in_process:
+            self.local = LocalModel(self.stored.path, SETTINGS, observe_model_call, on_shed, queue_gauge.set)
+            self.queue = self.local.queue
+        else:  # the model service batches for every API worker; here, only the admission rule
+            self.local = None
+            budget_s = SETTINGS.max_latency_ms / 1000
+            self.queue = ModelQueue(
+                self._remote_logits, None, SETTINGS.max_batch_size, budget_s, on_shed, queue_gauge.set
+            )
         self.runtime: str | None = self.local.runtime if self.local else None
+        self.limiter = RateLimiter(SETTINGS.rate_limit, SETTINGS.rate_limit_storage) if SETTINGS.rate_limit else None
+        self.proxies = parse_networks(SETTINGS.trusted_proxies)
+
+    async def __is_ready__(self) -> bool:
+        """BentoML's /readyz: the model is loaded and warm (the instance exists only then), and, when
+        SKINSERVE_UNREADY_WHEN_OVERLOADED is set, the queue has not been past the budget for unready_after_s."""
+        if SETTINGS.unready_when_overloaded:
+            return self.queue.overloaded_for_s() < SETTINGS.unready_after_s
+        return True
 
     @bentoml.on_shutdown
     def flush_log(self) -> None:
@@ -148,11 +184,11 @@ class SkinService:
         """Analyse up to SKINSERVE_MAX_BATCH_IMAGES images sent as multipart files in the `images` field."""
         request_id = str(uuid.uuid4())
         try:
-            client = authorized_client(request, SETTINGS.api_keys)
+            client = await self._admitted_client(request)
             blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, SETTINGS.max_batch_images)
             results = await self._analyse(blobs, request_id, client, "analyze_batch")
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
-            return self._rejected(err, request_id)
+            return await self._rejected(err, request, request_id)
         return JSONResponse(BatchAnalysis(results=results).model_dump(mode="json"))
 
     @app.get("/model", responses=responses_for("ModelInfo"))
@@ -182,19 +218,26 @@ class SkinService:
     async def _single(self, request: Request, route: str) -> JSONResponse:
         request_id = str(uuid.uuid4())
         try:
-            client = authorized_client(request, SETTINGS.api_keys)
+            client = await self._admitted_client(request)
             blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, 1)
             (result,) = await self._analyse(blobs, request_id, client, route)
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
-            return self._rejected(err, request_id)
+            return await self._rejected(err, request, request_id)
         return JSONResponse(result.model_dump(mode="json"))
+
+    async def _admitted_client(self, request: Request) -> str | None:
+        """The client's id (its key's fingerprint) once its token and its rate limit let it in."""
+        client = authorized_client(request, SETTINGS.api_keys)
+        if self.limiter is not None:
+            await self.limiter.check(client or client_address(request, self.proxies))
+        return client
 
     async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[Analysis]:
         await self._resolve_runtime()
         started = time.perf_counter()
-        uploads = [await anyio.to_thread.run_sync(self._prepared, blob) for blob in blobs]
+        uploads = await asyncio.gather(*(anyio.to_thread.run_sync(self._prepared, blob) for blob in blobs))
         decoded = time.perf_counter()
-        packed = await self._logits(np.stack([u.array for u in uploads]))
+        packed = await self.queue.submit(np.stack([u.array for u in uploads]))
         inferred = time.perf_counter()
         conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
         results = []
@@ -214,6 +257,8 @@ class SkinService:
             )
             results.append(result)
             self._log(result, upload, client, route)
+        if self.storage is not None:  # a blocking disk or GCS write: on a thread, never on the event loop
+            await asyncio.gather(*(anyio.to_thread.run_sync(self._store, upload) for upload in uploads))
         predictions_counter.labels(route=route).inc(len(results))
         return results
 
@@ -224,18 +269,17 @@ class SkinService:
         finally:
             stage_cpu_counter.labels(stage="decode").inc(time.thread_time() - started)
 
-    async def _logits(self, images: np.ndarray) -> np.ndarray:
-        if self.local is not None:
-            return await self.local.predict(images)
+    async def _remote_logits(self, images: np.ndarray) -> np.ndarray:
         return await retried_once(self.model.to_async.predict, images)
+
+    def _store(self, upload: PreparedUpload) -> None:
+        self.storage.put(content_key("uploads", upload.sha256, upload.suffix), upload.data)
 
     async def _resolve_runtime(self) -> None:
         if self.runtime is None:  # the model service's runtime, asked once
             self.runtime = (await self.model.to_async.describe())["runtime"]
 
     def _log(self, result: Analysis, upload: PreparedUpload, client: str | None, route: str) -> None:
-        if self.storage is not None:
-            self.storage.put(content_key("uploads", upload.sha256, upload.suffix), upload.data)
         self.writer.submit(
             PredictionRow(
                 request_id=result.request_id,
@@ -259,7 +303,11 @@ class SkinService:
             )
         )
 
-    def _rejected(self, err: Exception, request_id: str) -> JSONResponse:
+    async def _rejected(self, err: Exception, request: Request, request_id: str) -> JSONResponse:
         response = error_response(err, request_id)
-        rejections_counter.labels(status=str(response.status_code)).inc()
+        code = getattr(err, "code", "internal" if response.status_code >= 500 else "bad_request")
+        rejections_counter.labels(status=str(response.status_code), code=code).inc()
+        # Read what is left of the body first (bounded), so a client still writing it receives this answer.
+        if not await discard_body(request, SETTINGS.linger_bytes, SETTINGS.linger_s):
+            response.headers["Connection"] = "close"
         return response

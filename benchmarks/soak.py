@@ -13,6 +13,14 @@ p99 drifts more than --max-p99-drift (50%): the median p99 of the last third of 
 first third's, or when more than --max-error-rate (1%) of the requests fail. Without --url it starts
 `bentoml serve` itself, on --bento-home/--model-tag or, when neither is given, on the tests' tiny exported model.
 Prints a table and saves JSON.
+
+    python benchmarks/soak.py --levels 0.5,0.85,1.3 [--level-s 30] [--interference] [--runs 3]
+
+Levels mode (the overload check): capacity first (closed loop), then an open-loop rate of each fraction of it for
+--level-s seconds; per level: answers 200, 429, 503 and others, p50/p99 of the answered requests, and the service's
+queue (`skinserve_queue_images`, sampled each second: mean and max). --runs repeats the whole measurement.
+--interference runs a CPU burner on one core throughout, busy --burn-duty of the time for --burn-s seconds in every
+--burn-period-s (default 50% for 3 s in every 10 s), so a run sees the contention a shared CI box sees.
 """
 
 from __future__ import annotations
@@ -52,6 +60,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--short", action="store_true", help="CI mode: --minutes 2.5 --window-s 15 --warmup-windows 4 --capacity-s 10."
     )
+    parser.add_argument("--levels", help="Levels mode: fractions of capacity, e.g. 0.5,0.85,1.3.")
+    parser.add_argument("--level-s", type=float, default=30.0, help="Seconds per level.")
+    parser.add_argument("--runs", type=int, default=1, help="Levels mode: measurements in a row.")
+    parser.add_argument("--interference", action="store_true", help="A CPU burner on one core (see --burn-*).")
+    parser.add_argument("--burn-duty", type=float, default=0.5)
+    parser.add_argument("--burn-s", type=float, default=3.0)
+    parser.add_argument("--burn-period-s", type=float, default=10.0)
+    parser.add_argument("--service-env", action="append", default=[], help="KEY=VALUE for a server started here.")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "soak")
     args = parser.parse_args(argv)
     if args.short:
@@ -89,6 +105,119 @@ def one_request(client: httpx.Client, image: bytes) -> tuple[float, int]:
     except httpx.HTTPError:
         status = 0
     return time.perf_counter() - started, status
+
+
+def burn(duty: float, on_s: float, period_s: float) -> None:
+    """Busy `duty` of the time (10 ms slices) for `on_s` seconds in every `period_s`, on one core, until killed."""
+    slice_s = 0.01
+    while True:
+        period_start = time.monotonic()
+        while time.monotonic() - period_start < on_s:
+            busy_until = time.monotonic() + slice_s * duty
+            while time.monotonic() < busy_until:
+                pass
+            time.sleep(slice_s * (1 - duty))
+        time.sleep(max(0.0, period_s - (time.monotonic() - period_start)))
+
+
+def start_interference(args: argparse.Namespace):
+    """The burner in a process of its own (a thread would share this process's GIL, not a core)."""
+    import multiprocessing
+
+    process = multiprocessing.get_context("spawn").Process(
+        target=burn, args=(args.burn_duty, args.burn_s, args.burn_period_s), daemon=True
+    )
+    process.start()
+    return process
+
+
+def queue_images(client: httpx.Client) -> float | None:
+    """The service's `skinserve_queue_images` gauge (summed over workers), or None where it is not published."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        text = client.get("/metrics").text
+    except httpx.HTTPError:
+        return None
+    for family in text_string_to_metric_families(text):
+        if family.name == "skinserve_queue_images":
+            return sum(sample.value for sample in family.samples)
+    return None
+
+
+def open_loop(url: str, image: bytes, rate: float, seconds: float) -> dict:
+    """`rate` requests/s for `seconds`, each answered or not in its own time; status counts, latency and queue."""
+    records: list[tuple[float, int]] = []
+    queue: list[float] = []
+    lock = threading.Lock()
+    local = threading.local()
+    start = time.monotonic()
+
+    def send() -> None:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=url, timeout=60)
+        latency, status = one_request(local.client, image)
+        with lock:
+            records.append((latency, status))
+
+    def sample_queue() -> None:
+        with httpx.Client(base_url=url, timeout=10) as client:
+            while time.monotonic() - start < seconds:
+                value = queue_images(client)
+                if value is not None:
+                    queue.append(value)
+                time.sleep(1)
+
+    sampler = threading.Thread(target=sample_queue, daemon=True)
+    sampler.start()
+    with ThreadPoolExecutor(max_workers=256) as pool:
+        n = 0
+        while (at := n / rate) < seconds:
+            delay = start + at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            pool.submit(send)
+            n += 1
+    sampler.join()
+    answered = np.array([latency for latency, status in records if status == 200]) * 1e3
+    statuses = [status for _, status in records]
+    return {
+        "sent": len(records),
+        "ok": statuses.count(200),
+        "429": statuses.count(429),
+        "503": statuses.count(503),
+        "other": sum(1 for s in statuses if s not in (200, 429, 503)),
+        "p50_ms": float(np.percentile(answered, 50)) if len(answered) else None,
+        "p99_ms": float(np.percentile(answered, 99)) if len(answered) else None,
+        "queue_mean": float(np.mean(queue)) if queue else None,
+        "queue_max": float(np.max(queue)) if queue else None,
+    }
+
+
+def run_levels(url: str, image: bytes, args: argparse.Namespace) -> list[dict]:
+    fractions = [float(f) for f in args.levels.split(",")]
+    runs = []
+    for run in range(args.runs):
+        capacity = measure_capacity(url, image, args.users, args.capacity_s)
+        print(f"run {run + 1}: capacity {capacity:.1f} req/s with {args.users} users (closed loop)", flush=True)
+        for fraction in fractions:
+            level = open_loop(url, image, fraction * capacity, args.level_s)
+            runs.append({"run": run + 1, "capacity_rps": capacity, "fraction": fraction, **level})
+            print(f"  {fraction:.0%}: {level}", flush=True)
+    return runs
+
+
+def print_levels(rows: list[dict], interference: bool) -> None:
+    print(f"\nlevels{' with interference' if interference else ''}:")
+    head = f"{'run':>3} {'capacity':>8} {'level':>6} {'sent':>6} {'200':>6} {'429':>5} {'503':>5} {'other':>5}"
+    print(f"{head} {'p50 ms':>7} {'p99 ms':>7} {'queue':>6} {'q max':>6}")
+    for r in rows:
+        p50, p99 = (f"{r[k]:7.0f}" if r[k] is not None else "      -" for k in ("p50_ms", "p99_ms"))
+        queue = (f"{r[k]:6.1f}" if r[k] is not None else "     -" for k in ("queue_mean", "queue_max"))
+        print(
+            f"{r['run']:>3} {r['capacity_rps']:>8.1f} {r['fraction']:>6.0%} {r['sent']:>6} {r['ok']:>6} "
+            f"{r['429']:>5} {r['503']:>5} {r['other']:>5} {p50} {p99} {' '.join(queue)}"
+        )
 
 
 def measure_capacity(url: str, image: bytes, users: int, seconds: float) -> float:
@@ -207,19 +336,34 @@ def started_server(args: argparse.Namespace):
         env = build_model_store(workdir)
     env |= {"SKINSERVE_DATA_DIR": str(workdir / "data"), "SKINSERVE_SPOOL_DIR": str(workdir / "spool")}
     env["SKINSERVE_DATABASE_URL"] = args.database_url or f"sqlite:///{workdir / 'data' / 'skinserve.db'}"
+    env |= dict(item.split("=", 1) for item in args.service_env)
     # Without the prediction log's table every row is spooled and retried: an outage (tests/test_faults.py measures
     # that), not the steady state a soak is about. Alembic's engine creates the SQLite file's folder.
     migrate.upgrade(env["SKINSERVE_DATABASE_URL"])
     return start_service(env, workdir / "server.log")
 
 
+def levels_report(url: str, image: bytes, args: argparse.Namespace) -> int:
+    rows = run_levels(url, image, args)
+    print_levels(rows, args.interference)
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = {"interference": args.interference, "level_s": args.level_s, "users": args.users, "levels": rows}
+    if args.interference:
+        report["burn"] = {"duty": args.burn_duty, "on_s": args.burn_s, "period_s": args.burn_period_s}
+    (args.out / "levels.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     server = None if args.url else started_server(args)
     url, pid = (args.url, args.server_pid) if args.url else (server.url, server.process.pid)
-    if pid is None:
+    if pid is None and not args.levels:
         raise SystemExit("--server-pid is needed with --url (the memory of the server's process tree is measured)")
+    burner = start_interference(args) if args.interference else None
     try:
+        if args.levels:
+            return levels_report(url, face_jpeg(), args)
         image = face_jpeg()
         capacity = measure_capacity(url, image, args.users, args.capacity_s)
         rate = args.fraction * capacity
@@ -230,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         windows = soak(url, pid, image, rate, args.minutes * 60, args.window_s)
     finally:
+        if burner is not None:
+            burner.kill()
         if server is not None:
             server.stop()
     result = verdict(windows, args.max_memory_growth, args.max_p99_drift, args.max_error_rate, args.warmup_windows)

@@ -63,3 +63,8 @@ class ClientError(SkinserveError):
     @property
     def status(self) -> int:
         return ERROR_CODES[self.code].status
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the answer carries (Retry-After, WWW-Authenticate); none by default."""
+        return {}

@@ -10,8 +10,10 @@ it did collect into their day's partition when it creates that day.
 
 Locks: a new day is created as a plain table and ATTACHed (SHARE UPDATE EXCLUSIVE on the parent, so the writer's
 inserts go on), rather than `CREATE TABLE ... PARTITION OF` (ACCESS EXCLUSIVE on the parent). DETACH and DROP need
-ACCESS EXCLUSIVE for a moment; every statement runs under `SET LOCAL lock_timeout`, so a long query on the log never
-makes the writer queue behind this command: the command fails instead, and its next run retries. Everything is
+ACCESS EXCLUSIVE for a moment; every statement runs under a transaction-local `lock_timeout`, so a long query on the
+log never makes the writer queue behind this command: the command fails instead, and its next run retries. The DDL
+itself runs in two plpgsql functions the migration installs (DAY_FUNCTIONS), which quote the table names with
+format('%I'): no SQL is assembled from strings in Python. Everything is
 transaction-scoped (no session state, no prepared statements), so it works through PgBouncer in transaction pooling.
 
 Partitions are managed here by hand because Postgres has no built-in scheduler for them; pg_partman does the same
@@ -107,31 +109,52 @@ def is_partitioned(connection: Connection) -> bool:
     return kind == "p"
 
 
+# The day partitions' DDL, as functions the migration installs: a table name cannot be a bound parameter, so it is
+# built inside Postgres with format('%I'), and Python passes only dates and the action, bound, through literal SQL.
+DAY_FUNCTIONS = {
+    "skinserve_create_log_day(date)": """
+CREATE OR REPLACE FUNCTION skinserve_create_log_day(day date) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    name text := 'prediction_logs_p' || to_char(day, 'YYYYMMDD');
+    low timestamptz := (day::text || ' 00:00:00+00')::timestamptz;
+    high timestamptz := ((day + 1)::text || ' 00:00:00+00')::timestamptz;
+    moved bigint;
+BEGIN
+    EXECUTE format('CREATE TABLE %I (LIKE prediction_logs INCLUDING DEFAULTS)', name);
+    EXECUTE format('WITH moved AS (DELETE FROM prediction_logs_default WHERE created_at >= $1 AND created_at < $2 '
+                   'RETURNING *) INSERT INTO %I SELECT * FROM moved', name) USING low, high;
+    GET DIAGNOSTICS moved = ROW_COUNT;
+    EXECUTE format('ALTER TABLE prediction_logs ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', name, low, high);
+    RETURN moved;
+END $$""",
+    "skinserve_retire_log_day(date, text)": """
+CREATE OR REPLACE FUNCTION skinserve_retire_log_day(day date, action text) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    name text := 'prediction_logs_p' || to_char(day, 'YYYYMMDD');
+BEGIN
+    IF action = 'drop' THEN
+        EXECUTE format('DROP TABLE %I', name);
+    ELSE
+        EXECUTE format('ALTER TABLE prediction_logs DETACH PARTITION %I', name);
+    END IF;
+END $$""",
+}
+
+
 def create_day(connection: Connection, day: date) -> int:
     """Attach day's partition, first moving into it the rows the default partition holds for that day.
 
     Call inside a transaction: the move and the attach are one step, so no reader sees a row twice or not at all,
     and the primary key (request_id, created_at) stays unique across the move.
     """
-    name = partition_name(day)
-    start, end = day_bounds(day)
-    connection.execute(text(f'CREATE TABLE "{name}" (LIKE {TABLE} INCLUDING DEFAULTS)'))
-    moved = connection.execute(
-        text(
-            f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE created_at >= :start AND created_at < :end "
-            f'RETURNING *) INSERT INTO "{name}" SELECT * FROM moved'
-        ),
-        {"start": start, "end": end},
-    ).rowcount
-    bounds = f"FOR VALUES FROM ('{start}') TO ('{end}')"
-    connection.execute(text(f'ALTER TABLE {TABLE} ATTACH PARTITION "{name}" {bounds}'))
-    return max(moved, 0)
+    moved = connection.execute(text("SELECT skinserve_create_log_day(:day)"), {"day": day}).scalar_one()
+    return max(int(moved), 0)
 
 
 def default_days(connection: Connection) -> list[date]:
     """The UTC days of the rows waiting in the default partition."""
     rows = connection.execute(
-        text(f"SELECT DISTINCT CAST(created_at AT TIME ZONE 'UTC' AS date) FROM {DEFAULT_PARTITION} ORDER BY 1")
+        text("SELECT DISTINCT CAST(created_at AT TIME ZONE 'UTC' AS date) FROM prediction_logs_default ORDER BY 1")
     ).scalars()
     return list(rows)
 
@@ -148,8 +171,9 @@ def manage_partitions(
     report = PartitionReport()
 
     def step(connection: Connection) -> None:
-        # SET LOCAL lasts for this transaction only: safe behind PgBouncer's transaction pooling.
-        connection.execute(text(f"SET LOCAL lock_timeout = '{int(lock_timeout_s * 1000)}ms'"))
+        # set_config(..., true) is SET LOCAL: for this transaction only, so safe behind PgBouncer's transaction pooling.
+        timeout = f"{int(lock_timeout_s * 1000)}ms"
+        connection.execute(text("SELECT set_config('lock_timeout', :timeout, true)"), {"timeout": timeout})
 
     with engine.begin() as connection:
         if not is_partitioned(connection):
@@ -169,21 +193,18 @@ def manage_partitions(
                 continue
             with engine.begin() as connection:
                 step(connection)
-                if policy.retention_action == "drop":
-                    connection.execute(text(f'DROP TABLE "{name}"'))
-                    report.dropped.append(name)
-                else:
-                    connection.execute(text(f'ALTER TABLE {TABLE} DETACH PARTITION "{name}"'))
-                    report.detached.append(name)
+                retire = text("SELECT skinserve_retire_log_day(:day, :action)")
+                connection.execute(retire, {"day": day, "action": policy.retention_action})
+                (report.dropped if policy.retention_action == "drop" else report.detached).append(name)
         if policy.retention_action == "drop":
             with engine.begin() as connection:
                 step(connection)
                 purged = connection.execute(
-                    text(f"DELETE FROM {DEFAULT_PARTITION} WHERE created_at < :t"),
+                    text("DELETE FROM prediction_logs_default WHERE created_at < :t"),
                     {"t": day_bounds(oldest_kept)[0]},
                 ).rowcount
             report.purged_from_default = max(purged, 0)
     with engine.connect() as connection:
-        report.default_rows = connection.execute(text(f"SELECT count(*) FROM {DEFAULT_PARTITION}")).scalar_one()
+        report.default_rows = connection.execute(text("SELECT count(*) FROM prediction_logs_default")).scalar_one()
         report.partitions = len(attached_days(connection))
     return report

@@ -19,11 +19,9 @@ logger = logging.getLogger("skinserve.service")
 class UnauthorizedError(ClientError):
     code = "unauthorized"
 
-
-class Overloaded(ClientError):
-    """The model cannot take this request within the latency budget: 503 with Retry-After."""
-
-    code = "overloaded"
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
 
 
 async def current_service() -> Any:
@@ -64,11 +62,12 @@ def error_response(err: Exception, request_id: str) -> JSONResponse:
     """Every failure as a JSON answer with a status and code a client can act on; only the unexpected is a 500."""
     from starlette.exceptions import HTTPException
 
-    if _bentoml_status(err) == 503:  # BentoML's dispatcher shedding a call
+    if _bentoml_status(err) == 503:  # the model service's own dispatcher shedding a call
+        from skinserve.serve.queueing import Overloaded
+
         err = Overloaded("the model is at capacity; retry shortly")
     if isinstance(err, ClientError):
-        headers = _HEADERS.get(err.code, {})
-        return JSONResponse(error_body(str(err), err.code, request_id), status_code=err.status, headers=headers)
+        return JSONResponse(error_body(str(err), err.code, request_id), status_code=err.status, headers=err.headers)
     if isinstance(err, HTTPException):  # starlette's multipart parser refusing a malformed form
         return JSONResponse(
             error_body(f"malformed request: {err.detail}", "bad_request", request_id),
@@ -76,12 +75,6 @@ def error_response(err: Exception, request_id: str) -> JSONResponse:
         )
     logger.exception("request %s failed", request_id)
     return JSONResponse(error_body("internal error; see the server log", "internal", request_id), status_code=500)
-
-
-_HEADERS: dict[str, dict[str, str]] = {
-    "unauthorized": {"WWW-Authenticate": "Bearer"},
-    "overloaded": {"Retry-After": "1"},
-}
 
 
 def _bentoml_status(err: Exception) -> int | None:

@@ -1,11 +1,10 @@
-"""The model as the service uses it: loading and warm-up, packing logits for the batching dispatcher, and the model
-inside the API process behind BentoML's adaptive batching dispatcher, with no hop to a model service.
+"""The model as the service uses it: loading and warm-up, packing logits into one row per image, and the model
+inside the API process behind the model queue (`serve.queueing`), with no hop to a model service.
 
 BentoML forms batches only for calls that reach a batchable API over HTTP, so a model service costs every request
 a second HTTP exchange and a pickled float array. On a CPU box that exchange costs as much CPU as the model, and
-the cores it burns are the ones the model needs. Here each API worker holds its own copy of the model and feeds it
-through `CorkDispatcher`, the object BentoML's server builds for each batchable API: the same batching, minus the
-hop. BentoML has no public entry point for it, hence the pinned `bentoml<1.5` in pyproject.toml.
+the cores it burns are the ones the model needs. Here each API worker holds its own copies of the model and feeds
+them through `ModelQueue`: batches form while the copies are busy, minus the hop.
 
 A worker holds `model_copies` copies and runs up to that many model calls (batches) at once: the operating system
 hands a burst of new connections to whichever worker accepts first, so one worker often holds all of a client's
@@ -17,7 +16,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
 from skinserve.runtime import ExportedModel, load_exported_model
+from skinserve.serve.queueing import ModelQueue
 from skinserve.serve.settings import ServiceSettings
 
 logger = logging.getLogger("skinserve.service")
@@ -99,13 +99,6 @@ async def retried_once(call: Callable[..., Awaitable[Any]], *args: Any) -> Any:
         return await call(*args)
 
 
-def _overloaded() -> np.ndarray:
-    from skinserve.serve.http import Overloaded
-
-    # The dispatcher gives up on a call it cannot fit in max_latency_ms: a 503 the client may retry.
-    raise Overloaded("the model is at capacity; retry shortly")
-
-
 class LocalModel:
     """`predict(images)` -> packed logits, like the model service's API, from this process's own model copies."""
 
@@ -114,28 +107,27 @@ class LocalModel:
         export_dir: Path | str,
         settings: ServiceSettings,
         observe_call: Callable[[int, float], None] = lambda size, cpu_s: None,
+        on_shed: Callable[[float], None] = lambda expected_s: None,
+        on_backlog: Callable[[int], None] = lambda images: None,
     ) -> None:
-        """`observe_call(batch size, CPU seconds)` after each model call, while the call still holds its copy."""
+        """`observe_call(batch size, CPU seconds)` after each model call, while the call still holds its copy;
+        `on_shed` and `on_backlog` as `ModelQueue` takes them."""
         self.copies = tuple(load_served_model(export_dir, settings) for _ in range(settings.model_copies))
         self._idle: queue.SimpleQueue[ServedModel] = queue.SimpleQueue()
         for copy in self.copies:
             self._idle.put(copy)
         self._observe_call = observe_call
-        # As many model calls at once as there are copies; further calls wait their turn, off the event loop.
+        # As many model calls at once as there are copies, on threads of their own (decode's threads use anyio's
+        # default limiter, so a burst of uploads never keeps a free copy from its thread).
         self._limiter = anyio.CapacityLimiter(len(self.copies))
-        self._dispatcher = None
-        if settings.batching:
-            from bentoml._internal.marshal.dispatcher import CorkDispatcher, NonBlockSema
-
-            self._dispatcher = CorkDispatcher(
-                max_latency_in_ms=settings.max_latency_ms,
-                max_batch_size=settings.max_batch_size,
-                fallback=_overloaded,
-                get_batch_size=len,
-                batch_dim=(0, 0),
-                shared_sema=NonBlockSema(len(self.copies)),  # batches in flight at once; BentoML's default is one
-            )
-            self._batched = self._dispatcher(self._infer_parts)
+        self.queue = ModelQueue(
+            self._infer,
+            copies=len(self.copies),
+            max_batch_size=settings.max_batch_size,
+            budget_s=settings.max_latency_ms / 1000,
+            on_shed=on_shed,
+            on_backlog=on_backlog,
+        )
 
     @property
     def served(self) -> ServedModel:
@@ -147,23 +139,16 @@ class LocalModel:
 
     async def predict(self, images: np.ndarray) -> np.ndarray:
         """[N, 7 + 28 + 1] packed logits for N normalised images; concurrent calls share model calls when batching."""
-        if self._dispatcher is None:
-            return await self._infer(images)
-        return await self._batched(images)
+        return await self.queue.submit(images)
 
     def shutdown(self) -> None:
-        if self._dispatcher is not None:
-            self._dispatcher.shutdown()
-
-    async def _infer_parts(self, parts: Sequence[np.ndarray]) -> list[np.ndarray]:
-        packed = await self._infer(np.concatenate(parts) if len(parts) > 1 else parts[0])
-        return np.split(packed, np.cumsum([len(p) for p in parts])[:-1])
+        self.queue.shutdown()
 
     async def _infer(self, batch: np.ndarray) -> np.ndarray:
         return await anyio.to_thread.run_sync(self._call, batch, limiter=self._limiter)
 
     def _call(self, batch: np.ndarray) -> np.ndarray:
-        served = self._idle.get_nowait()  # the limiter lets no more calls in than there are copies
+        served = self._idle.get_nowait()  # the queue lets no more calls in than there are copies
         try:
             return packed_prediction(served.model, batch, self._observe_call)
         finally:

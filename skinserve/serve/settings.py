@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from skinserve.config import Settings
+from skinserve.serve.ratelimit import parse_networks, validated_limits
 from skinserve.serve.uploads import UploadLimits
 
 Positive = Annotated[int, Field(ge=1)]
@@ -39,13 +40,39 @@ class ServiceSettings(Settings):
     spool_dir: Path | None = None  # default: <data_dir>/spool
     timeout_s: Positive = 60
     max_concurrency: Positive = 2048
+    # Per client (API key, else address): the `limits` library's notation, e.g. "20/second" or "1000/minute";
+    # unset: no limit. Counted in each worker with memory://, across workers and replicas with async+redis://.
+    rate_limit: str | None = None
+    rate_limit_storage: str = "memory://"
+    # Proxies whose X-Forwarded-For names the client (addresses or CIDR blocks, comma-separated).
+    trusted_proxies: Annotated[tuple[str, ...], NoDecode] = ()
+    # /readyz fails while the queue has been past the latency budget for this long (so a load balancer sends
+    # traffic to other replicas); off by default: when every replica is overloaded at once, all of them would leave
+    # the load balancer together and nothing would be served.
+    unready_when_overloaded: bool = False
+    unready_after_s: Annotated[float, Field(gt=0)] = 10.0
+    # An oversized or refused upload's body is read and discarded up to these bounds before the answer, so a client
+    # that writes its whole body before reading (Python's urllib) receives the 4xx instead of a connection reset.
+    linger_bytes: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024
+    linger_s: Annotated[float, Field(ge=0)] = 5.0
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "trusted_proxies", mode="before")
     @classmethod
-    def _split_keys(cls, value: object) -> object:
+    def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(k.strip() for k in value.split(",") if k.strip())
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        parse_networks(value)
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str | None) -> str | None:
+        return validated_limits(value) if value else None
 
     @model_validator(mode="after")
     def _spool_default(self) -> Self:

@@ -7,6 +7,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
+import anyio
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import UploadFile
@@ -128,7 +129,33 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         if size > max_bytes:
             raise UploadTooLarge(f"request body exceeds the limit of {max_bytes} bytes")
         chunks.append(chunk)
+    request.state.body_read = True
     return b"".join(chunks)
+
+
+async def discard_body(request: Request, max_bytes: int, max_seconds: float) -> bool:
+    """Read and drop what is left of a refused request's body, within both bounds; True when it was all read.
+
+    An answer sent before the body is read, then the connection closed, reaches a client that writes its whole body
+    before reading (Python's urllib, most simple clients) as "connection reset": its 413 or 401 is lost. nginx reads
+    on for a while for the same reason (lingering_close); so does this, up to `max_bytes` and `max_seconds`.
+    """
+    if getattr(request.state, "body_read", False) or request.method in ("GET", "HEAD"):
+        return True
+    declared = request.headers.get("content-length")
+    if declared == "0" or (declared is None and "transfer-encoding" not in request.headers):
+        return True
+    read = 0
+    with anyio.move_on_after(max_seconds):
+        while read <= max_bytes:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return True
+            read += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                request.state.body_read = True
+                return True
+    return False
 
 
 async def uploaded_images(request: Request, max_bytes: int, max_files: int) -> list[bytes]:

@@ -4,6 +4,7 @@ Where a submitted row can be, and what ends its stay there:
 - the queue (memory): the writer takes it within `flush_interval_s` and inserts it with its batch;
 - the database: inserted with `INSERT ... ON CONFLICT (request_id, created_at) DO NOTHING`, so a row sent twice
   is stored once;
+- the spill (memory, at most `spill_size` rows): when the queue is full, until the writer thread spools them;
 - the spool (local disk): `predictions-<pid>.jsonl`, appended when the database fails or the queue is full;
   replayed (same idempotent insert) once the database answers, by this process or by any other after it died;
 - the overflow (memory, at most `queue_size` rows): when the spool cannot be written either; retried like the queue.
@@ -62,6 +63,7 @@ class PredictionLogWriter:
         database_url: str,
         spool_dir: Path,
         queue_size: int = 10000,
+        spill_size: int | None = None,
         batch_size: int = 500,
         flush_interval_s: float = 0.2,
         retry_interval_s: float = 2.0,
@@ -74,6 +76,14 @@ class PredictionLogWriter:
         self._spool = SpoolFiles(Path(spool_dir), os.getpid())
         self._queue: queue.Queue[Pending] = queue.Queue(maxsize=queue_size)
         self._overflow: deque[Pending] = deque()  # rows neither the database nor the spool took, at most queue_size
+        # Rows submitted while the queue was full, for the writer thread to spool: deque.append needs no lock, so a
+        # request never waits for the writer, which holds the lock through each fsync. At most spill_size rows
+        # (default 4 x queue_size: a row is about 1 KB, so 40 MB by default, reached only while the spool stalls).
+        self._spill: deque[Pending] = deque()
+        self._spill_limit = spill_size if spill_size is not None else 4 * queue_size
+        self._lost_at_submit = 0  # rows the full spill could not take, for the writer to count
+        # Guards the spill and that count only, held for an append or an increment: never across I/O.
+        self._submit_lock = threading.Lock()
         self._overflow_limit = queue_size
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
@@ -99,19 +109,18 @@ class PredictionLogWriter:
         self._thread.start()
 
     def submit(self, row: PredictionRow) -> None:
-        """Hand over a row. Never waits on the database and never raises; a full queue spools the row right here."""
+        """Hand over a row. Never waits (on the database, the disk or the writer's lock) and never raises: when the
+        queue is full the row goes to the spill, which the writer thread spools."""
         item = (row, time.monotonic())
-        try:
+        with contextlib.suppress(queue.Full):
             if not self._stopping.is_set():
-                with contextlib.suppress(queue.Full):
-                    self._queue.put_nowait(item)
-                    return
-            with self._lock:
-                self._store_locally([item], sync=False)
-        except Exception:  # the request is answered whatever becomes of its log row
-            log.exception("prediction log row %s dropped", row.request_id)
-            with self._lock:
-                self._count_lost(1)
+                self._queue.put_nowait(item)
+                return
+        with self._submit_lock:
+            if len(self._spill) < self._spill_limit:
+                self._spill.append(item)
+            else:
+                self._lost_at_submit += 1
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Flush the queue (database, else spool) and end the thread; rows nothing could take are counted lost."""
@@ -126,12 +135,15 @@ class PredictionLogWriter:
         with contextlib.suppress(queue.Empty):
             while True:
                 leftover.append(self._queue.get_nowait())
+        spilled, lost_at_submit = self._taken_spill()
+        leftover.extend(spilled)
         with self._lock:
             leftover.extend(self._overflow)
             self._overflow.clear()
             if leftover and not self._store_locally(leftover, sync=True, force=True):
                 self._count_lost(len(self._overflow), log_now=True)
                 self._overflow.clear()
+            self._count_lost(lost_at_submit, log_now=True)
             with contextlib.suppress(OSError):
                 self._spool.sync()
             self._spool.close()
@@ -143,6 +155,8 @@ class PredictionLogWriter:
         with self._lock:
             return {
                 "queued": self._queue.qsize(),
+                "spilled": len(self._spill),
+                "lost_at_submit": self._lost_at_submit,  # not yet in "lost": the writer thread counts them
                 "written": self._counts["written"],
                 "spooled": self._counts["spooled"],
                 "spool_rows": self._spool.rows + self._replay_backlog,
@@ -161,6 +175,7 @@ class PredictionLogWriter:
     def _run(self) -> None:
         while True:
             try:
+                self._spool_the_spill()
                 batch = self._next_batch()
                 if batch:
                     self._persist(batch)
@@ -176,6 +191,23 @@ class PredictionLogWriter:
                     self._errors["writer"] += 1
                 self._metrics.add_error("writer")
                 self._stopping.wait(self._flush_interval_s)
+
+    def _taken_spill(self) -> tuple[list[Pending], int]:
+        """The spilled rows and the count of rows lost at submit, both taken (the submitters start afresh)."""
+        with self._submit_lock:
+            taken, lost = list(self._spill), self._lost_at_submit
+            self._spill.clear()
+            self._lost_at_submit = 0
+        return taken, lost
+
+    def _spool_the_spill(self) -> None:
+        """Rows that found the queue full go to the spool (or the overflow), from this thread, under the lock."""
+        spilled, lost = self._taken_spill()
+        if spilled or lost:
+            with self._lock:
+                if spilled:
+                    self._store_locally(spilled, sync=True)
+                self._count_lost(lost)
 
     def _next_batch(self) -> list[Pending]:
         """Up to batch_size rows: the overflow's first (when something may take them), then the queue's.

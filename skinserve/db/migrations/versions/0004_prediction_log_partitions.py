@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB
 
-from skinserve.db.partitions import DEFAULT_PARTITION, create_day
+from skinserve.db.partitions import DAY_FUNCTIONS, create_day
 
 revision = "0004_prediction_log_partitions"
 down_revision = "0002_prediction_logs"
@@ -29,11 +29,20 @@ branch_labels = None
 depends_on = None
 
 JSONDocument = sa.JSON().with_variant(JSONB(), "postgresql")
-COLUMNS = (
-    "request_id, created_at, model_name, model_version, runtime, image_sha256, width, height, bytes, outputs, "
-    "latency_ms, batch_size, client_id"
-)
 DAYS_AHEAD = 7
+# The columns both tables share, spelled out: SQL is literal text here, never assembled from strings.
+COPY_UP = (
+    "INSERT INTO prediction_logs (request_id, created_at, model_name, model_version, runtime, image_sha256, width, "
+    "height, bytes, outputs, latency_ms, batch_size, client_id) SELECT request_id, created_at, model_name, "
+    "model_version, runtime, image_sha256, width, height, bytes, outputs, latency_ms, batch_size, client_id "
+    "FROM prediction_logs_0002"
+)
+COPY_DOWN = (
+    "INSERT INTO prediction_logs (request_id, created_at, model_name, model_version, runtime, image_sha256, width, "
+    "height, bytes, outputs, latency_ms, batch_size, client_id) SELECT request_id, created_at, model_name, "
+    "model_version, runtime, image_sha256, width, height, bytes, outputs, latency_ms, batch_size, client_id "
+    "FROM prediction_logs_0004 ORDER BY created_at"
+)
 
 
 def _columns() -> list[sa.Column]:
@@ -69,7 +78,9 @@ def upgrade() -> None:
         postgresql_partition_by="RANGE (created_at)",
     )
     if postgres:
-        op.execute(f"CREATE TABLE {DEFAULT_PARTITION} PARTITION OF prediction_logs DEFAULT")
+        op.execute("CREATE TABLE prediction_logs_default PARTITION OF prediction_logs DEFAULT")
+        for function in DAY_FUNCTIONS.values():
+            op.execute(function)
         days = bind.execute(
             sa.text(
                 "SELECT DISTINCT CAST(created_at AT TIME ZONE 'UTC' AS date) FROM prediction_logs_0002 UNION "
@@ -79,7 +90,7 @@ def upgrade() -> None:
         ).scalars()
         for day in days:
             create_day(bind, day)
-    op.execute(f"INSERT INTO prediction_logs ({COLUMNS}) SELECT {COLUMNS} FROM prediction_logs_0002")
+    op.execute(COPY_UP)
     op.drop_table("prediction_logs_0002")
     op.create_index("idx_prediction_logs_created_at", "prediction_logs", ["created_at"])
 
@@ -89,6 +100,8 @@ def downgrade() -> None:
     op.drop_index("idx_prediction_logs_created_at", table_name="prediction_logs_0004")
     if op.get_bind().dialect.name == "postgresql":
         op.execute("ALTER TABLE prediction_logs_0004 DROP CONSTRAINT prediction_logs_pkey")
+        op.execute("DROP FUNCTION IF EXISTS skinserve_create_log_day(date)")
+        op.execute("DROP FUNCTION IF EXISTS skinserve_retire_log_day(date, text)")
     request_id, *others = _columns()
     op.create_table(
         "prediction_logs",
@@ -96,8 +109,6 @@ def downgrade() -> None:
         sa.Column("request_id", sa.String(36), nullable=False, unique=True),
         *others,
     )
-    op.execute(
-        f"INSERT INTO prediction_logs ({COLUMNS}) SELECT {COLUMNS} FROM prediction_logs_0004 ORDER BY created_at"
-    )
+    op.execute(COPY_DOWN)
     op.drop_table("prediction_logs_0004")  # on Postgres with its attached partitions
     op.create_index("idx_prediction_logs_created_at", "prediction_logs", ["created_at"])

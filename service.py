@@ -17,37 +17,50 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
 import bentoml
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
 from skinserve.manifest import load_manifest
 from skinserve.predictions import decode
-from skinserve.serve.http import authorized_client, current_service, error_response, responses_for
+from skinserve.runtime import OUTPUT_NAMES
+from skinserve.serve.analysis import NoMaps, UnknownCondition, heatmap_png, regions_answer, skin_type_answer
+from skinserve.serve.http import (
+    authorized_client,
+    current_service,
+    error_response,
+    install_error_handlers,
+    responses_for,
+)
 from skinserve.serve.model import (
     LocalModel,
+    OutputLayout,
     ServedModel,
     load_served_model,
     packed_prediction,
     retried_once,
-    unpack_logits,
 )
 from skinserve.serve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
+from skinserve.serve.quality import FaceStage, QualitySettings
 from skinserve.serve.queueing import ModelQueue
 from skinserve.serve.ratelimit import RateLimiter, client_address, parse_networks
 from skinserve.serve.schemas import Analysis, BatchAnalysis, Batching, ModelInfo, ModelRef, Timings, UploadInfo
 from skinserve.serve.settings import ServiceSettings
+from skinserve.serve.shine import shine_answer
 from skinserve.serve.uploads import PreparedUpload, discard_body, prepare_upload, uploaded_images
 from skinserve.storage import content_key, open_storage
 
 SETTINGS = ServiceSettings.from_env()
+QUALITY = QualitySettings.from_env()
 app = FastAPI(title="skinserve", description="Skin-condition analysis of face photos.", version="1")
 app.dependency_overrides[bentoml.get_current_service] = current_service
+install_error_handlers(app)
 
 batch_size_histogram = bentoml.metrics.Histogram(
     name="skinserve_model_batch_size",
@@ -111,8 +124,8 @@ class ModelService:
         max_latency_ms=SETTINGS.timeout_s * 1000,
     )
     def predict(self, images: np.ndarray) -> np.ndarray:
-        """Normalised NCHW float32 in; [N, 7 + 28 + 1] out: condition logits, severity logits, batch size."""
-        return packed_prediction(self.served.model, images, observe_model_call)
+        """Normalised NCHW float32 in; one packed row per image out (serve.model.OutputLayout): every output."""
+        return packed_prediction(self.served.model, images, observe_model_call, self.served.layout)
 
     @bentoml.api
     def describe(self) -> dict:
@@ -137,7 +150,9 @@ class SkinService:
     def __init__(self) -> None:
         self.manifest = load_manifest(self.stored.path)
         self.preprocessing = self.manifest.preprocess
+        self.layout = OutputLayout.of(self.manifest)
         self.model_ref = ModelRef(name=self.manifest.model.name, version=self.manifest.model.version)
+        self.faces = FaceStage.create(QUALITY, SETTINGS.crop_margin(self.preprocessing.face_crop_margin))
         self.storage = open_storage(SETTINGS.storage_url) if SETTINGS.store_images else None
         self.writer = PredictionLogWriter(
             SETTINGS.database_url, SETTINGS.spool_dir, metrics=WriterMetrics.create(bentoml.metrics)
@@ -170,26 +185,69 @@ class SkinService:
         self.writer.stop(timeout_s=10)
 
     @app.post("/analyze", responses=responses_for("Analysis"))
-    async def analyze(self, request: Request) -> JSONResponse:
-        """Analyse one image: a multipart file in the `image` field, or the raw image with an image/* type."""
-        return await self._single(request, "analyze")
+    async def analyze(self, request: Request, regions: bool = False) -> JSONResponse:
+        """Analyse one image: multipart (`image` field), a raw image/* body, or JSON {"image_base64": "..."};
+        `?regions=true` adds scores per facial region."""
+        return await self._single(request, "analyze", regions)
 
     @app.post("/api/v1/ml/analyze-condition", responses=responses_for("Analysis"))
-    async def analyze_condition(self, request: Request) -> JSONResponse:
+    async def analyze_condition(self, request: Request, regions: bool = False) -> JSONResponse:
         """The same contract as /analyze, at the route the product's API names."""
-        return await self._single(request, "analyze-condition")
+        return await self._single(request, "analyze-condition", regions)
 
     @app.post("/analyze_batch", responses=responses_for("BatchAnalysis"))
-    async def analyze_batch(self, request: Request) -> JSONResponse:
+    async def analyze_batch(self, request: Request, regions: bool = False) -> JSONResponse:
         """Analyse up to SKINSERVE_MAX_BATCH_IMAGES images sent as multipart files in the `images` field."""
         request_id = str(uuid.uuid4())
         try:
             client = await self._admitted_client(request)
             blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, SETTINGS.max_batch_images)
-            results = await self._analyse(blobs, request_id, client, "analyze_batch")
+            scored = await self._analyse(blobs, request_id, client, "analyze_batch", regions)
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
             return await self._rejected(err, request, request_id)
-        return JSONResponse(BatchAnalysis(results=results).model_dump(mode="json"))
+        return JSONResponse(BatchAnalysis(results=[s.analysis for s in scored]).model_dump(mode="json"))
+
+    @app.post("/infer", responses=responses_for("ShineAnswer"))
+    async def infer(self, request: Request, regions: bool = True) -> JSONResponse:
+        """The Shine app's contract: concerns for the 7 conditions, region concerns, metadata and recommendations."""
+        request_id = str(uuid.uuid4())
+        try:
+            client = await self._admitted_client(request)
+            blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, 1)
+            (scored,) = await self._analyse(blobs, request_id, client, "infer", regions and self.has_maps)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
+            return await self._rejected(err, request, request_id)
+        answer = scored.analysis
+        skin = answer.skin_type.label if answer.skin_type else None
+        shine = shine_answer(answer.model_dump(mode="json")["conditions"], answer.quality, skin, answer.regions)
+        return JSONResponse(shine.model_dump(mode="json"))
+
+    @app.post(
+        "/api/v1/ml/explain",
+        responses=responses_for("Analysis") | {200: {"content": {"image/png": {}}, "description": "a PNG overlay"}},
+        response_class=Response,
+    )
+    async def explain(self, request: Request, condition: str | None = None) -> Response:
+        """A PNG of the image with one condition's class activation map over it (`?condition=`, default: the
+        primary concern, else the most likely condition), the face box and its regions outlined."""
+        request_id = str(uuid.uuid4())
+        try:
+            if condition is not None and condition not in CONDITIONS:
+                raise UnknownCondition(f"unknown condition {condition!r}: one of {', '.join(CONDITIONS)}")
+            if not self.has_maps:
+                raise NoMaps("this model was exported without class activation maps; re-export it for heatmaps")
+            client = await self._admitted_client(request)
+            blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, 1)
+            (scored,) = await self._analyse(blobs, request_id, client, "explain", keep_image=True)
+            shown = (
+                condition
+                or scored.analysis.primary_concern
+                or max(CONDITIONS, key=lambda c: scored.analysis.conditions[c].probability)
+            )
+            png = await anyio.to_thread.run_sync(heatmap_png, scored.outputs, 0, scored.upload, shown)
+        except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
+            return await self._rejected(err, request, request_id)
+        return Response(png, media_type="image/png", headers={"X-Condition": shown, "X-Request-Id": request_id})
 
     @app.get("/model", responses=responses_for("ModelInfo"))
     async def model_info(self) -> JSONResponse:
@@ -201,6 +259,10 @@ class SkinService:
             runtime=self.runtime,
             conditions=list(CONDITIONS),
             severities=list(SEVERITY_LABELS),
+            skin_types=self.skin_types,
+            regions=self.has_maps,
+            face_check=QUALITY.check.value,
+            face_crop_margin=self.faces.crop_margin if self.faces else None,
             thresholds=self.manifest.thresholds,
             input_size=self.preprocessing.input_size,
             preprocessing=self.preprocessing.as_dict(),
@@ -215,15 +277,23 @@ class SkinService:
         )
         return JSONResponse(info.model_dump(mode="json"))
 
-    async def _single(self, request: Request, route: str) -> JSONResponse:
+    @property
+    def has_maps(self) -> bool:
+        return self.manifest.cam.available
+
+    @property
+    def skin_types(self) -> list[str]:
+        return list(self.manifest.skin_type.labels) if self.manifest.skin_type.available else []
+
+    async def _single(self, request: Request, route: str, regions: bool) -> JSONResponse:
         request_id = str(uuid.uuid4())
         try:
             client = await self._admitted_client(request)
             blobs = await uploaded_images(request, SETTINGS.limits.max_bytes, 1)
-            (result,) = await self._analyse(blobs, request_id, client, route)
+            (scored,) = await self._analyse(blobs, request_id, client, route, regions)
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
             return await self._rejected(err, request, request_id)
-        return JSONResponse(result.model_dump(mode="json"))
+        return JSONResponse(scored.analysis.model_dump(mode="json"))
 
     async def _admitted_client(self, request: Request) -> str | None:
         """The client's id (its key's fingerprint) once its token and its rate limit let it in."""
@@ -232,21 +302,36 @@ class SkinService:
             await self.limiter.check(client or client_address(request, self.proxies))
         return client
 
-    async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[Analysis]:
+    async def _analyse(
+        self,
+        blobs: list[bytes],
+        request_id: str,
+        client: str | None,
+        route: str,
+        regions: bool = False,
+        keep_image: bool = False,
+    ) -> list[Scored]:
+        """decode_request (in threads, a batch's images in parallel), predict (the model queue), encode_response."""
         await self._resolve_runtime()
+        if regions and not self.has_maps:
+            raise NoMaps("this model was exported without class activation maps; it cannot answer regions")
         started = time.perf_counter()
-        uploads = await asyncio.gather(*(anyio.to_thread.run_sync(self._prepared, blob) for blob in blobs))
+        uploads = await asyncio.gather(*(anyio.to_thread.run_sync(self._prepared, blob, keep_image) for blob in blobs))
         decoded = time.perf_counter()
         packed = await self.queue.submit(np.stack([u.array for u in uploads]))
         inferred = time.perf_counter()
-        conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
+        outputs, batch_sizes = self.layout.unpack(np.asarray(packed))
+        scores = decode(outputs[OUTPUT_NAMES[0]], outputs[OUTPUT_NAMES[1]], self.manifest.thresholds)
         results = []
-        scored = decode(conditions, severity, self.manifest.thresholds)
-        for i, (upload, scores) in enumerate(zip(uploads, scored, strict=True)):
-            result = Analysis(
+        for i, (upload, score) in enumerate(zip(uploads, scores, strict=True)):
+            analysis = Analysis(
                 request_id=request_id if len(uploads) == 1 else str(uuid.uuid4()),
                 model=self.model_ref,
-                **scores,
+                **score,
+                skin_type=skin_type_answer(outputs, i, self.skin_types),
+                face=upload.check.face if upload.check else None,
+                quality=upload.check.quality if upload.check else None,
+                regions=regions_answer(outputs, i, upload, self.manifest.thresholds) if regions else None,
                 batch_size=int(batch_sizes[i]),
                 image=UploadInfo(sha256=upload.sha256, width=upload.width, height=upload.height, bytes=upload.nbytes),
                 timings=Timings(
@@ -255,17 +340,17 @@ class SkinService:
                     total_ms=round((time.perf_counter() - started) * 1e3, 3),
                 ),
             )
-            results.append(result)
-            self._log(result, upload, client, route)
+            results.append(Scored(analysis, outputs, i, upload))
+            self._log(analysis, upload, client, route)
         if self.storage is not None:  # a blocking disk or GCS write: on a thread, never on the event loop
             await asyncio.gather(*(anyio.to_thread.run_sync(self._store, upload) for upload in uploads))
         predictions_counter.labels(route=route).inc(len(results))
         return results
 
-    def _prepared(self, blob: bytes) -> PreparedUpload:
+    def _prepared(self, blob: bytes, keep_image: bool) -> PreparedUpload:
         started = time.thread_time()  # this worker thread's CPU: decode's own cost, whatever else runs beside it
         try:
-            return prepare_upload(blob, self.preprocessing, SETTINGS.limits)
+            return prepare_upload(blob, self.preprocessing, SETTINGS.limits, self.faces, keep_image)
         finally:
             stage_cpu_counter.labels(stage="decode").inc(time.thread_time() - started)
 
@@ -291,11 +376,13 @@ class SkinService:
                 width=upload.width,
                 height=upload.height,
                 bytes=upload.nbytes,
-                outputs={
-                    "conditions": result.model_dump(mode="json", include={"conditions"})["conditions"],
-                    "primary_concern": result.primary_concern,
-                    "healthy": result.healthy,
+                outputs=result.model_dump(
+                    mode="json", include={"conditions", "primary_concern", "healthy", "skin_type"}
+                )
+                | {
                     "route": route,
+                    "face": result.face.box if result.face else None,
+                    "warnings": result.quality.warnings if result.quality else [],
                 },
                 latency_ms=result.timings.total_ms,
                 batch_size=result.batch_size,
@@ -311,3 +398,13 @@ class SkinService:
         if not await discard_body(request, SETTINGS.linger_bytes, SETTINGS.linger_s):
             response.headers["Connection"] = "close"
         return response
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One image's answer, with what the other answer forms are built from: its model outputs and its upload."""
+
+    analysis: Analysis
+    outputs: dict[str, np.ndarray]
+    index: int
+    upload: PreparedUpload

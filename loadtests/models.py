@@ -18,9 +18,10 @@ def build_model_store(
     checkpoint: Path | None = None,
     quiet: bool = True,
     timeout_s: float = 1800,
+    train_args: tuple[str, ...] = (),
 ) -> dict[str, str]:
-    """Train (unless `checkpoint` is given) and export `tag` into `workdir/bentoml`; returns the environment a
-    server needs to serve it (BENTOML_HOME, SKINSERVE_MODEL_TAG)."""
+    """Train (unless `checkpoint` is given; `train_args` go to `python -m train`) and export `tag` into
+    `workdir/bentoml`; returns the environment a server needs to serve it (BENTOML_HOME, SKINSERVE_MODEL_TAG)."""
     from skinserve.data.synth import SynthConfig, write_synthetic_set
 
     home = workdir / "bentoml"
@@ -30,7 +31,7 @@ def build_model_store(
         write_synthetic_set(workdir / "shine", SynthConfig(per_class=1, size=img_size, seed=3))
         train = ["-m", "train", "--data", str(workdir / "shine"), "--out", str(workdir / "run"), "--model", backbone]
         train += ["--img-size", str(img_size), "--epochs", str(epochs), "--workers", "0", "--scratch"]
-        _run([*train, "--no-registry", "--no-progress"], env, quiet, timeout_s)
+        _run([*train, "--no-registry", "--no-progress", *train_args], env, quiet, timeout_s)
     name, version = tag.split(":")
     export = ["-m", "export", str(checkpoint), "--formats", "onnx", "--out", str(workdir / "export"), "--bento"]
     _run([*export, "--name", name, "--version", version], env, quiet, timeout_s)

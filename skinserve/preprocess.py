@@ -27,6 +27,9 @@ class Preprocessing:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # Trained on face crops (`skinserve train --face-crop`): the margin around the face box, as a share of its side,
+    # that serving crops to as well. None: the whole image.
+    face_crop_margin: float | None = None
 
     @property
     def resize_size(self) -> int:
@@ -43,6 +46,7 @@ class Preprocessing:
             str(data["interpolation"]),
             tuple(data["mean"]),
             tuple(data["std"]),
+            None if data.get("face_crop_margin") is None else float(data["face_crop_margin"]),
         )
 
 

@@ -87,7 +87,7 @@ class ExportedModel:
     def run(self, batch: np.ndarray, names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if len(batch) == 0:  # engines are built for batches of 1 and more
-            return tuple(np.zeros((0, *_output_shape(self.manifest, n)), np.float32) for n in names)
+            return tuple(np.zeros((0, *output_shape(self.manifest, n)), np.float32) for n in names)
         step = self.max_batch or len(batch)
         parts = [self._run(batch[i : i + step], names) for i in range(0, len(batch), step)]
         if len(parts) == 1:
@@ -100,7 +100,7 @@ def output_names(manifest: ExportManifest) -> tuple[str, ...]:
     return tuple(o.name for o in manifest.outputs) or OUTPUT_NAMES
 
 
-def _output_shape(manifest: ExportManifest, name: str) -> tuple[int, ...]:
+def output_shape(manifest: ExportManifest, name: str) -> tuple[int, ...]:
     """An output's shape without the batch axis, from the manifest."""
     for output in manifest.outputs:
         if output.name == name:

@@ -9,8 +9,16 @@ import json
 import pytest
 from PIL import Image
 
-from skinserve.serve.base64_body import encoded_limit, image_from_json_body, json_body_limit
-from skinserve.serve.uploads import UnsupportedUpload, UploadError, UploadLimits, UploadTooLarge, decode_upload
+from skinserve.serve.uploads import (
+    UnsupportedUpload,
+    UploadError,
+    UploadLimits,
+    UploadTooLarge,
+    decode_upload,
+    encoded_limit,
+    image_from_json_body,
+    json_body_limit,
+)
 from tests.photos import GRACE_HOPPER
 
 LIMIT = UploadLimits().max_bytes

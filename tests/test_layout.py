@@ -100,6 +100,12 @@ ERROR_MODULES = (
     "skinserve.serve.http",
     "skinserve.serve.process",
     "skinserve.serve.uploads",
+    "skinserve.serve.queueing",
+    "skinserve.serve.ratelimit",
+    "skinserve.serve.quality",
+    "skinserve.serve.analysis",
+    "skinserve.faces",
+    "skinserve.db.partitions",
     "skinserve.storage",
 )
 
@@ -116,7 +122,8 @@ def test_every_error_class_has_the_one_root():
     assert all(issubclass(e, SkinserveError) for e in errors), [e for e in errors if not issubclass(e, SkinserveError)]
     client = [e for e in errors if issubclass(e, ClientError)]
     assert {e.code for e in client} <= set(ERROR_CODES)
-    assert {"too_large", "unsupported_type", "undecodable", "unauthorized", "overloaded"} <= {e.code for e in client}
+    expected = {"too_large", "unsupported_type", "undecodable", "unauthorized", "overloaded", "rate_limited", "no_face"}
+    assert expected <= {e.code for e in client}
 
 
 def test_a_client_error_code_must_be_declared():

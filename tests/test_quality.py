@@ -24,7 +24,7 @@ from skinserve.serve.uploads import UploadLimits, decode_upload
 from tests.photos import CHINA, FLOWER, GRACE_HOPPER, open_photo
 
 WARN = QualitySettings()
-ENFORCE = QualitySettings(mode=FaceCheckMode.enforce)
+ENFORCE = QualitySettings(check=FaceCheckMode.enforce)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +100,7 @@ def test_a_small_face_warns_and_enforce_refuses_with_face_too_small(grace, detec
     assert "face_too_small" in result.quality.warnings
     with pytest.raises(FaceTooSmallError, match="at least 80 px"):
         enforce_face_check(result, ENFORCE)
-    relaxed = QualitySettings(min_face_px=32, min_face_fraction=0.2)
+    relaxed = QualitySettings(min_px=32, min_fraction=0.2)
     assert "face_too_small" not in check(small, detector, relaxed).quality.warnings
 
 
@@ -118,7 +118,7 @@ def test_dark_bright_and_blurry_photos_warn_but_never_refuse(grace, detector):
 
 
 def test_off_mode_measures_nothing(grace, detector):
-    settings = QualitySettings(mode=FaceCheckMode.off)
+    settings = QualitySettings(check=FaceCheckMode.off)
     assert check(grace, detector, settings) is None
     enforce_face_check(None, settings)
 
@@ -144,9 +144,9 @@ def test_settings_come_from_the_environment_and_bad_values_name_the_variable():
     settings = QualitySettings.from_env(
         {"SKINSERVE_FACE_CHECK": "enforce", "SKINSERVE_FACE_MIN_PX": "120", "SKINSERVE_FACE_DETECT_SIDE": "160"}
     )
-    assert settings.mode is FaceCheckMode.enforce and settings.min_face_px == 120 and settings.detector.side == 160
-    assert QualitySettings.from_env({}) == QualitySettings() and QualitySettings().mode is FaceCheckMode.warn
-    with pytest.raises(ValueError, match="SKINSERVE_FACE_CHECK='strict'.*off, warn or enforce"):
+    assert settings.check is FaceCheckMode.enforce and settings.min_px == 120 and settings.detector.side == 160
+    assert QualitySettings.from_env({}) == QualitySettings() and QualitySettings().check is FaceCheckMode.warn
+    with pytest.raises(ValueError, match="SKINSERVE_FACE_CHECK='strict'.*'off', 'warn' or 'enforce'"):
         QualitySettings.from_env({"SKINSERVE_FACE_CHECK": "strict"})
     with pytest.raises(ValueError, match="SKINSERVE_FACE_MIN_SHARPNESS='sharp'"):
         QualitySettings.from_env({"SKINSERVE_FACE_MIN_SHARPNESS": "sharp"})

@@ -94,3 +94,15 @@ def responses_for(schema: str) -> dict:
     for status, lines in sorted(by_status.items()):
         answers[status] = {"model": schemas.ErrorBody, "description": "; ".join(lines)}
     return answers
+
+
+def install_error_handlers(app: Any) -> None:
+    """FastAPI's own refusals (a query parameter of the wrong type) answered like every other: JSON `error` and
+    `code`, not FastAPI's `detail` list."""
+    from fastapi.exceptions import RequestValidationError
+
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        return JSONResponse(error_body(f"invalid request: {problems}", "invalid_input", None), status_code=422)
+
+    app.add_exception_handler(RequestValidationError, invalid_request)

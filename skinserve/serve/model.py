@@ -13,10 +13,12 @@ keep-alive connections while another idles, and with one copy the busy worker co
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import queue
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,8 @@ import anyio
 import numpy as np
 
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
-from skinserve.runtime import ExportedModel, load_exported_model
+from skinserve.manifest import ExportManifest
+from skinserve.runtime import ExportedModel, load_exported_model, output_names, output_shape
 from skinserve.serve.queueing import ModelQueue
 from skinserve.serve.settings import ServiceSettings
 
@@ -37,6 +40,10 @@ _CONDITIONS, _LEVELS = len(CONDITIONS), len(SEVERITY_LABELS)
 class ServedModel:
     model: ExportedModel
     warmed: tuple[int, ...]
+
+    @functools.cached_property
+    def layout(self) -> OutputLayout:
+        return OutputLayout.of(self.model.manifest)
 
 
 def warm_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
@@ -60,21 +67,52 @@ def load_served_model(export_dir: Path | str, settings: ServiceSettings) -> Serv
     return ServedModel(model, warmed)
 
 
+@dataclass(frozen=True)
+class OutputLayout:
+    """Where each of a model's outputs sits in a packed row: the batching queue and BentoML's batchable API split a
+    batch's answer back to its callers by rows of one array, so every output of an image travels as one row of
+    [sum of the outputs' sizes + 1] floats, the last column the size of the model call that served it."""
+
+    names: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]  # without the batch axis
+
+    @classmethod
+    def of(cls, manifest: ExportManifest) -> OutputLayout:
+        names = output_names(manifest)
+        return cls(names, tuple(output_shape(manifest, name) for name in names))
+
+    def pack(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        n = len(outputs[self.names[0]])
+        columns = [np.asarray(outputs[name], np.float32).reshape(n, -1) for name in self.names]
+        return np.concatenate([*columns, np.full((n, 1), n, dtype=np.float32)], axis=1)
+
+    def unpack(self, packed: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """(outputs by name, each [N, *shape]; the batch size that served each row)."""
+        outputs, start = {}, 0
+        for name, shape in zip(self.names, self.shapes, strict=True):
+            size = math.prod(shape)
+            outputs[name] = packed[:, start : start + size].reshape(-1, *shape)
+            start += size
+        return outputs, packed[:, -1].astype(int)
+
+
 def packed_prediction(
-    model: ExportedModel, batch: np.ndarray, observe_call: Callable[[int, float], None] = lambda size, cpu_s: None
+    model: ExportedModel,
+    batch: np.ndarray,
+    observe_call: Callable[[int, float], None] = lambda size, cpu_s: None,
+    layout: OutputLayout | None = None,
 ) -> np.ndarray:
-    """The model's logits for `batch` as one [N, 7 + 28 + 1] array (conditions, severity, the batch size), so the
-    batching dispatcher can split the batch's answer back by rows. Then `observe_call(N, CPU seconds)`: the model
-    call's CPU on this thread, whatever else runs beside it."""
+    """Every output of the model for `batch`, packed by `OutputLayout` (condition logits, severity logits, then what
+    the export has of skin type and class activation maps; the batch size last). Then `observe_call(N, CPU
+    seconds)`: the model call's CPU on this thread, whatever else runs beside it."""
     started = time.thread_time()
-    conditions, severity = model.predict(batch)
+    outputs = model.predict_outputs(batch)
     observe_call(len(batch), time.thread_time() - started)
-    n = len(conditions)
-    sizes = np.full((n, 1), n, dtype=np.float32)
-    return np.concatenate([conditions.reshape(n, -1), severity.reshape(n, -1), sizes], axis=1).astype(np.float32)
+    return (layout or OutputLayout.of(model.manifest)).pack(outputs)
 
 
 def unpack_logits(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Condition and severity logits and the batch sizes: the leading and the last columns of any packed layout."""
     conditions = packed[:, :_CONDITIONS]
     severity = packed[:, _CONDITIONS : _CONDITIONS * (1 + _LEVELS)].reshape(-1, _CONDITIONS, _LEVELS)
     return conditions, severity, packed[:, -1].astype(int)
@@ -150,6 +188,6 @@ class LocalModel:
     def _call(self, batch: np.ndarray) -> np.ndarray:
         served = self._idle.get_nowait()  # the queue lets no more calls in than there are copies
         try:
-            return packed_prediction(served.model, batch, self._observe_call)
+            return packed_prediction(served.model, batch, self._observe_call, served.layout)
         finally:
             self._idle.put(served)

@@ -4,15 +4,15 @@ in enforce mode. Torch-free; runs per request on the decoded image, so every mea
 from __future__ import annotations
 
 import enum
-import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
-from typing import Literal
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
+from skinserve.config import EnvSettings
 from skinserve.errors import ClientError, register_code
 from skinserve.faces import DetectorSettings, FaceBox, FaceDetector, grey_copy
 
@@ -27,74 +27,41 @@ class FaceCheckMode(enum.StrEnum):
     enforce = "enforce"  # as warn, and refuse with 422 on the first of BLOCKING
 
 
-@dataclass(frozen=True)
-class QualitySettings:
-    """Thresholds of the stage; each has a `SKINSERVE_*` variable (see ENV). Shares are of the upright image."""
+class QualitySettings(EnvSettings):
+    """Thresholds of the stage, each from `SKINSERVE_FACE_<NAME>` (`SKINSERVE_FACE_CHECK`: off, warn or enforce).
+    Shares are of the upright image."""
 
-    mode: FaceCheckMode = FaceCheckMode.warn
-    detector: DetectorSettings = field(default_factory=DetectorSettings)
+    model_config = SettingsConfigDict(env_prefix="SKINSERVE_FACE_", env_ignore_empty=True, extra="ignore", frozen=True)
+
+    check: FaceCheckMode = FaceCheckMode.warn
     # face_too_small below either: the face box's shorter side as a share of the image's shorter side (Face++ asks
     # 1/10 for any face; the model here sees the face, so it asks more), or in the upload's pixels.
-    min_face_fraction: float = 0.25
-    min_face_px: int = 80
+    min_fraction: Annotated[float, Field(gt=0, le=1)] = 0.25
+    min_px: Annotated[int, Field(ge=1)] = 80
     # A second face counts (multiple_faces) when its side is at least this share of the largest face's side: a
     # small face in the background does not change what the model is shown (the largest face, cropped).
-    second_face_ratio: float = 0.5
+    second_ratio: Annotated[float, Field(gt=0, le=1)] = 0.5
     # Mean luma (0-1) of the face, or of the whole image without one; too_bright also when more than
     # `max_bright_share` of it is blown out (luma >= 240), where skin shows no detail at all.
-    min_brightness: float = 0.2
-    max_brightness: float = 0.85
-    max_bright_share: float = 0.3
+    min_brightness: Annotated[float, Field(ge=0, le=1)] = 0.2
+    max_brightness: Annotated[float, Field(ge=0, le=1)] = 0.85
+    max_bright_share: Annotated[float, Field(ge=0, le=1)] = 0.3
     # Variance of the Laplacian of the face (or image) in grey at `sharpness_side` px; below it: blurry. Sharp
     # photos measure 700-2000 there (grace_hopper's face 1430, the synthetic faces 750-1060); a Gaussian blur of
     # radius 2 px brings grace_hopper's face to 300, of radius 4 px to 39.
-    min_sharpness: float = 100.0
-    sharpness_side: int = 96
+    min_sharpness: Annotated[float, Field(ge=0)] = 100.0
+    sharpness_side: Annotated[int, Field(ge=8)] = 96
+    detect_side: Annotated[int, Field(ge=24)] = DetectorSettings.side  # the grey copy the cascade scans
 
-    def __post_init__(self) -> None:
-        if not 0 < self.min_face_fraction <= 1:
-            raise ValueError(f"SKINSERVE_FACE_MIN_FRACTION={self.min_face_fraction}: use a share in (0, 1]")
-        if not 0 <= self.min_brightness < self.max_brightness <= 1:
-            raise ValueError(
-                f"SKINSERVE_FACE_MIN_BRIGHTNESS={self.min_brightness} and SKINSERVE_FACE_MAX_BRIGHTNESS="
-                f"{self.max_brightness}: need 0 <= min < max <= 1"
-            )
+    @model_validator(mode="after")
+    def _brightness_bounds_in_order(self) -> QualitySettings:
+        if self.min_brightness >= self.max_brightness:
+            raise ValueError("SKINSERVE_FACE_MIN_BRIGHTNESS must be below SKINSERVE_FACE_MAX_BRIGHTNESS")
+        return self
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> QualitySettings:
-        env = os.environ if environ is None else environ
-        values: dict = {}
-        for name, (variable, kind) in ENV.items():
-            text = env.get(variable, "").strip()
-            if text:
-                values[name] = _parsed(variable, text, kind)
-        side = values.pop("detect_side", None)
-        settings = cls(**values)
-        return replace(settings, detector=replace(settings.detector, side=side)) if side else settings
-
-
-# field -> (variable, type); `detect_side` sets DetectorSettings.side.
-ENV: dict[str, tuple[str, type]] = {
-    "mode": ("SKINSERVE_FACE_CHECK", FaceCheckMode),
-    "min_face_fraction": ("SKINSERVE_FACE_MIN_FRACTION", float),
-    "min_face_px": ("SKINSERVE_FACE_MIN_PX", int),
-    "second_face_ratio": ("SKINSERVE_FACE_SECOND_RATIO", float),
-    "min_brightness": ("SKINSERVE_FACE_MIN_BRIGHTNESS", float),
-    "max_brightness": ("SKINSERVE_FACE_MAX_BRIGHTNESS", float),
-    "max_bright_share": ("SKINSERVE_FACE_MAX_BRIGHT_SHARE", float),
-    "min_sharpness": ("SKINSERVE_FACE_MIN_SHARPNESS", float),
-    "detect_side": ("SKINSERVE_FACE_DETECT_SIDE", int),
-}
-assert set(ENV) - {"detect_side"} <= {f.name for f in fields(QualitySettings)}
-
-
-def _parsed(variable: str, text: str, kind: type):
-    try:
-        return kind(text)
-    except ValueError as err:
-        if kind is FaceCheckMode:
-            raise ValueError(f"{variable}={text!r}: use off, warn or enforce") from err
-        raise ValueError(f"{variable}={text!r}: expected a {kind.__name__}") from err
+    @property
+    def detector(self) -> DetectorSettings:
+        return DetectorSettings(side=self.detect_side)
 
 
 # --- Answer models ---------------------------------------------------------------------------------------------
@@ -176,8 +143,15 @@ def assess_quality(
 ) -> QualityCheck | None:
     """Measure `image` (the decoded, upright RGB upload, possibly JPEG-reduced) whose upload was `uploaded_size`
     (width, height as sent, before EXIF rotation); None when the mode is off."""
-    if settings.mode is FaceCheckMode.off:
+    if settings.check is FaceCheckMode.off:
         return None
+    return measure_quality(image, uploaded_size, settings, detector)
+
+
+def measure_quality(
+    image: Image.Image, uploaded_size: tuple[int, int], settings: QualitySettings, detector: FaceDetector
+) -> QualityCheck:
+    """`assess_quality` whatever the mode: the faces are needed for the crop even when nothing is answered."""
     grey = grey_copy(image, detector.settings.side)
     gx, gy = image.width / grey.shape[1], image.height / grey.shape[0]
     faces = tuple(face.scaled(gx, gy) for face in detector.detect_grey(grey))
@@ -203,7 +177,7 @@ def assess_quality(
 
 def enforce_face_check(check: QualityCheck | None, settings: QualitySettings) -> None:
     """In enforce mode, raise the error of the first blocking warning; otherwise do nothing."""
-    if check is None or settings.mode is not FaceCheckMode.enforce or check.blocking is None:
+    if check is None or settings.check is not FaceCheckMode.enforce or check.blocking is None:
         return
     error, message = _REFUSALS[check.blocking]
     face = check.face.box if check.face else [0, 0, 0, 0]
@@ -212,8 +186,8 @@ def enforce_face_check(check: QualityCheck | None, settings: QualitySettings) ->
             n=check.quality.face_count,
             w=face[2],
             h=face[3],
-            min_px=settings.min_face_px,
-            pct=settings.min_face_fraction * 100,
+            min_px=settings.min_px,
+            pct=settings.min_fraction * 100,
         )
     )
 
@@ -257,10 +231,10 @@ def _warnings(
     if face is None:
         found.append("no_face")
     else:
-        if len(faces) > 1 and min(faces[1].w, faces[1].h) >= settings.second_face_ratio * min(faces[0].w, faces[0].h):
+        if len(faces) > 1 and min(faces[1].w, faces[1].h) >= settings.second_ratio * min(faces[0].w, faces[0].h):
             found.append("multiple_faces")
         side = min(face.w, face.h)
-        if side < settings.min_face_px or side < settings.min_face_fraction * min(size):
+        if side < settings.min_px or side < settings.min_fraction * min(size):
             found.append("face_too_small")
     if quality.brightness < settings.min_brightness:
         found.append("too_dark")
@@ -269,3 +243,37 @@ def _warnings(
     if quality.sharpness is not None and quality.sharpness < settings.min_sharpness:
         found.append("blurry")
     return found
+
+
+class FaceCrop(enum.StrEnum):
+    auto = "auto"  # crop to the face when the model was trained on face crops (its manifest records the margin)
+    on = "on"  # crop whenever a face is found, with SKINSERVE_FACE_CROP_MARGIN
+    off = "off"  # the model sees the whole image
+
+
+@dataclass(frozen=True)
+class FaceStage:
+    """The quality stage as a worker runs it: its settings, one detector (thread-safe), and the crop margin around
+    the face the model is shown (None: the whole image)."""
+
+    settings: QualitySettings
+    detector: FaceDetector
+    crop_margin: float | None = None
+
+    @classmethod
+    def create(cls, settings: QualitySettings, crop_margin: float | None) -> FaceStage | None:
+        """None when the check is off and nothing is cropped: no detector is loaded at all."""
+        if settings.check is FaceCheckMode.off and crop_margin is None:
+            return None
+        return cls(settings, FaceDetector(settings.detector), crop_margin)
+
+    @property
+    def answers(self) -> bool:
+        """Whether the answer carries `face` and `quality` (not with the check off, where only the crop needs faces)."""
+        return self.settings.check is not FaceCheckMode.off
+
+    def inspect(self, image: Image.Image, uploaded_size: tuple[int, int]) -> QualityCheck:
+        """The faces, measures and warnings; in enforce mode, the refusal of the first blocking warning."""
+        check = measure_quality(image, uploaded_size, self.settings, self.detector)
+        enforce_face_check(check, self.settings)
+        return check

@@ -169,11 +169,14 @@ def heatmap_overlay(
     scale = min(1.0, max_side / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     base = image.convert("RGB").resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    left, top, right, bottom = (round(v * scale) for v in window)
+    left, top = (min(max(round(v * scale), 0), side - 1) for v, side in zip(window[:2], size, strict=True))
+    # At least one pixel, inside the picture: a 20,000 x 2 strip's input window scales to less than one.
+    right = min(max(round(window[2] * scale), left + 1), size[0])
+    bottom = min(max(round(window[3] * scale), top + 1), size[1])
     span = float(cam.max() - cam.min())
     normed = (cam - cam.min()) / span if span > 0 else np.zeros_like(cam, dtype=np.float64)
     heat = Image.fromarray(normed.astype(np.float32), mode="F").resize(
-        (max(1, right - left), max(1, bottom - top)), Image.Resampling.BILINEAR
+        (right - left, bottom - top), Image.Resampling.BILINEAR
     )
     colours = Image.fromarray(_colormap(colormap)[np.clip(np.asarray(heat) * 255, 0, 255).astype(np.uint8)])
     out = Image.blend(base, Image.new("RGB", size, (0, 0, 0)), 0.5)  # dimmed outside the window

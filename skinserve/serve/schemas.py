@@ -6,6 +6,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from skinserve.serve.analysis import SkinTypeAnswer
+from skinserve.serve.quality import FaceAnswer, QualityAnswer
+from skinserve.serve.regions import RegionsAnswer
+from skinserve.serve.shine import ShineAnswer
+
 SeverityLabel = Literal["none", "mild", "moderate", "severe"]
 
 
@@ -44,6 +49,10 @@ class Analysis(BaseModel):
     conditions: dict[str, ConditionScore] = Field(description="the 7 conditions in their fixed order")
     primary_concern: str | None = Field(description="the present condition with the highest probability")
     healthy: bool = Field(description="no condition present")
+    skin_type: SkinTypeAnswer | None = Field(default=None, description="null: the model has no skin-type head")
+    face: FaceAnswer | None = Field(default=None, description="the largest face found; null: none, or the check off")
+    quality: QualityAnswer | None = Field(default=None, description="null with SKINSERVE_FACE_CHECK=off")
+    regions: RegionsAnswer | None = Field(default=None, description="with ?regions=true: scores per facial region")
     batch_size: int = Field(description="images in the model call that served this one")
     image: UploadInfo
     timings: Timings
@@ -67,6 +76,10 @@ class ModelInfo(BaseModel):
     runtime: str
     conditions: list[str]
     severities: list[str]
+    skin_types: list[str] = Field(description="the skin-type head's labels; empty: the model has none")
+    regions: bool = Field(description="whether the model has class activation maps (regions, /api/v1/ml/explain)")
+    face_check: str = Field(description="SKINSERVE_FACE_CHECK: off, warn or enforce")
+    face_crop_margin: float | None = Field(description="the margin around the face the model is shown; null: no crop")
     thresholds: dict[str, float]
     input_size: int
     preprocessing: dict
@@ -78,3 +91,6 @@ class ErrorBody(BaseModel):
     error: str = Field(description="what was wrong, in words a person can act on")
     code: str = Field(description="stable, machine-readable: too_large, unsupported_type, undecodable, ...")
     request_id: str | None = None
+
+
+__all__ = ["Analysis", "BatchAnalysis", "ErrorBody", "ModelInfo", "ShineAnswer"]

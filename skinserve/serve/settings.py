@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from skinserve.config import Settings
+from skinserve.faces import DEFAULT_FACE_MARGIN
 from skinserve.serve.ratelimit import parse_networks, validated_limits
 from skinserve.serve.uploads import UploadLimits
 
@@ -55,6 +56,10 @@ class ServiceSettings(Settings):
     # that writes its whole body before reading (Python's urllib) receives the 4xx instead of a connection reset.
     linger_bytes: Annotated[int, Field(ge=0)] = 100 * 1024 * 1024
     linger_s: Annotated[float, Field(ge=0)] = 5.0
+    # When a face is found, the model sees it cropped with a margin: auto when it was trained so (the manifest's
+    # preprocessing says with which margin), on with SKINSERVE_FACE_CROP_MARGIN whatever the training, or off.
+    face_crop: Literal["auto", "on", "off"] = "auto"
+    face_crop_margin: Annotated[float, Field(ge=0, le=2)] = DEFAULT_FACE_MARGIN
 
     @field_validator("api_keys", "trusted_proxies", mode="before")
     @classmethod
@@ -79,6 +84,12 @@ class ServiceSettings(Settings):
         if self.spool_dir is None:
             object.__setattr__(self, "spool_dir", self.data_dir / "spool")
         return self
+
+    def crop_margin(self, trained_margin: float | None) -> float | None:
+        """The margin of the face crop the model is shown, given the one it was trained with; None: no crop."""
+        if self.face_crop == "auto":
+            return trained_margin
+        return self.face_crop_margin if self.face_crop == "on" else None
 
     @property
     def limits(self) -> UploadLimits:

@@ -1,11 +1,16 @@
-"""A request's image, from HTTP to model input: parsing the body (raw image or multipart files) within the byte
-limit, validating and decoding the bytes within the pixel limit, and preparing the model's array."""
+"""A request's image, from HTTP to model input: parsing the body (raw image, multipart files or base64 in JSON) within
+the byte limit, validating and decoding the bytes within the pixel limit, and preparing the model's array."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+import json
+import re
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import anyio
 import numpy as np
@@ -14,8 +19,16 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from skinserve.errors import ClientError
+from skinserve.faces import crop_window
 from skinserve.images import ACCEPTED_FORMATS, sha256_hex, suffix_for, upright_rgb
 from skinserve.preprocess import Preprocessing, normalized_array, resize_and_crop
+from skinserve.serve.regions import input_window
+
+if TYPE_CHECKING:
+    from skinserve.serve.quality import FaceStage, QualityCheck
+
+FACE_CROP_DECODE_SCALE = 3  # JPEG draft decode keeps the shorter side at 3x the resize size when a face is cropped
+HEATMAP_MIN_SIDE = 512  # and at this many pixels for an image a heatmap is drawn on
 
 
 class UploadError(ClientError):
@@ -98,21 +111,50 @@ class PreparedUpload:
     array: np.ndarray  # normalised CHW float32, ready for the model
     data: bytes
     sha256: str
-    width: int
+    width: int  # as uploaded
     height: int
     nbytes: int
     format: str
+    check: QualityCheck | None = None  # the face and quality stage's result (None: the stage is off)
+    window: tuple[float, float, float, float] | None = None  # the model input's square in the decoded image's pixels
+    decoded_size: tuple[int, int] = (0, 0)  # the decoded, upright image's (possibly JPEG-reduced)
+    image: Image.Image | None = None  # the decoded, upright image (kept only when asked: heatmaps need it)
 
     @property
     def suffix(self) -> str:
         return suffix_for(self.format)
 
 
-def prepare_upload(data: bytes, pre: Preprocessing, limits: UploadLimits) -> PreparedUpload:
-    """Validate, decode (JPEG at reduced scale when it can), resize, crop and normalise one upload."""
-    upload = decode_upload(data, limits, min_side=pre.resize_size)
-    array = normalized_array(resize_and_crop(upload.image, pre), pre)
-    return PreparedUpload(array, data, upload.sha256, upload.width, upload.height, upload.nbytes, upload.format)
+def prepare_upload(
+    data: bytes, pre: Preprocessing, limits: UploadLimits, faces: FaceStage | None = None, keep_image: bool = False
+) -> PreparedUpload:
+    """Validate and decode (JPEG at reduced scale when it can); then the face and quality stage (which may refuse the
+    image in enforce mode) and, when the stage crops, the face with its margin; resize, crop and normalise."""
+    cropping = faces is not None and faces.crop_margin is not None
+    # A face is a part of the image: decode it at enough scale that its crop still fills the model input; a heatmap
+    # is drawn on the decoded image, so it gets a picture a person can look at.
+    min_side = pre.resize_size * (FACE_CROP_DECODE_SCALE if cropping else 1)
+    upload = decode_upload(data, limits, min_side=max(min_side, HEATMAP_MIN_SIDE) if keep_image else min_side)
+    image = upload.image
+    check = faces.inspect(image, (upload.width, upload.height)) if faces is not None else None
+    crop = None
+    if cropping and check is not None and check.crop_box is not None:
+        crop = crop_window(check.crop_box, image.size, faces.crop_margin)
+    shown = image.crop(crop) if crop else image
+    array = normalized_array(resize_and_crop(shown, pre), pre)
+    return PreparedUpload(
+        array,
+        data,
+        upload.sha256,
+        upload.width,
+        upload.height,
+        upload.nbytes,
+        upload.format,
+        check if faces is not None and faces.answers else None,
+        input_window(image.size, pre, crop),
+        image.size,
+        image if keep_image else None,
+    )
 
 
 FILE_FIELDS = ("image", "file", "images", "files")
@@ -163,10 +205,12 @@ async def uploaded_images(request: Request, max_bytes: int, max_files: int) -> l
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type.startswith("image/") or media_type == "application/octet-stream":
         return [await read_body(request, max_bytes)]
+    if media_type == "application/json":  # {"image_base64": "..."}: the same limits, on the decoded bytes too
+        return [image_from_json_body(await read_body(request, json_body_limit(max_bytes)), max_bytes)]
     if media_type != "multipart/form-data":
         raise UnsupportedUpload(
             f"content type {media_type or 'none'!r} is not accepted: send multipart/form-data with a file in the "
-            "'image' field, or the raw image with an image/* content type"
+            '\'image\' field, the raw image with an image/* content type, or JSON {"image_base64": "..."}'
         )
     # The body was bounded above; the parser then holds at most max_files files.
     body = await read_body(request, max_bytes * max_files)
@@ -199,3 +243,78 @@ def _replayed(request: Request, body: bytes) -> Request:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return Request(request.scope, receive)
+
+
+# --- The application/json form, {"image_base64": "..."} ------------------------------------------------------
+# The image bytes out of it, within the same byte limit and with the same errors as a multipart or raw upload. No
+# image URLs: the service never fetches what a client names.
+
+FIELD = "image_base64"
+# A data URL's head, e.g. "data:image/png;base64,": what browsers' FileReader.readAsDataURL gives.
+_DATA_URL = re.compile(r"^data:(?P<type>[^;,]*)(?P<params>(;[^;,]*)*),", re.IGNORECASE)
+_WHITESPACE = re.compile(rb"\s+")
+_JSON_OVERHEAD = 1024  # the braces, the field name and a data URL head
+
+
+def encoded_limit(max_bytes: int) -> int:
+    """The longest base64 text of at most `max_bytes` bytes (4 characters per 3 bytes, padded)."""
+    return 4 * -(-max_bytes // 3)
+
+
+def json_body_limit(max_bytes: int) -> int:
+    """The largest JSON body to read for an image of at most `max_bytes` (pass to the body reader's limit); line
+    breaks inside the base64 text (MIME style, every 76 characters) fit in it too."""
+    encoded = encoded_limit(max_bytes)
+    return encoded + encoded // 38 + _JSON_OVERHEAD
+
+
+def image_from_json_body(body: bytes, max_bytes: int) -> bytes:
+    """The image bytes in a JSON body `{"image_base64": "<base64 or data URL>"}`.
+
+    Limits as the other forms: the encoded text's length is checked against `max_bytes` before it is decoded, the
+    decoded bytes after; whether they are an image is `skinserve.images.decode_upload`'s call, as for any upload.
+    """
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UploadError(f'the body is not valid JSON ({err}); send {{"{FIELD}": "<base64 image>"}}') from err
+    if not isinstance(document, dict) or FIELD not in document:
+        seen = sorted(document)[:10] if isinstance(document, dict) else type(document).__name__
+        raise UploadError(f'the JSON body has no "{FIELD}" field (seen: {seen}); send {{"{FIELD}": "<base64 image>"}}')
+    text = document[FIELD]
+    if not isinstance(text, str):
+        raise UploadError(f'"{FIELD}" must be a string of base64, not {type(text).__name__}')
+    return decode_base64_image(text, max_bytes)
+
+
+def decode_base64_image(text: str, max_bytes: int) -> bytes:
+    """Base64 (standard or URL-safe alphabet, padding optional, line breaks allowed) or a data URL -> bytes."""
+    match = _DATA_URL.match(text)
+    if match:
+        media_type = match["type"].strip().lower()
+        if media_type and not media_type.startswith("image/"):
+            raise UnsupportedUpload(f"a data URL of type {media_type!r} is not an image: send image/* data")
+        if "base64" not in match["params"].lower():
+            raise UploadError("a data URL must be base64-encoded (data:image/...;base64,...)")
+        text = text[match.end() :]
+    raw = text.encode("ascii", errors="replace")
+    if len(raw) > encoded_limit(max_bytes) * 1.05 + 4:  # before stripping: a cheap bound on the work below
+        raise UploadTooLarge(f'"{FIELD}" holds more than the {max_bytes}-byte limit once decoded')
+    raw = _WHITESPACE.sub(b"", raw)
+    if not raw:
+        raise UploadError(f'"{FIELD}" is empty: send the image as base64')
+    if len(raw) > encoded_limit(max_bytes):
+        raise UploadTooLarge(
+            f'"{FIELD}" is {len(raw)} characters of base64, over the {encoded_limit(max_bytes)} that hold the '
+            f"{max_bytes}-byte limit"
+        )
+    alphabet = b"-_" if (b"-" in raw or b"_" in raw) else None
+    try:
+        data = base64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=alphabet, validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise UploadError(f'"{FIELD}" is not valid base64: {err}') from err
+    if not data:
+        raise UploadError(f'"{FIELD}" decodes to no bytes: send the image as base64')
+    if len(data) > max_bytes:
+        raise UploadTooLarge(f"upload of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
+    return data

@@ -9,6 +9,7 @@ with a JSON `error`. Generated from a seed: the same corpus every run.
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import struct
@@ -23,6 +24,8 @@ from PIL import Image, PngImagePlugin
 SINGLE = "/analyze"
 PRODUCT = "/api/v1/ml/analyze-condition"
 BATCH = "/analyze_batch"
+INFER = "/infer"
+EXPLAIN = "/api/v1/ml/explain"
 BOUNDARY = "skinserve-hostile-boundary"
 
 
@@ -256,7 +259,8 @@ def build_corpus(max_bytes: int = 2 * 1024 * 1024, seed: int = 0) -> list[Hostil
             status=400,
         ),
         as_raw("wrong content type text/plain", jpeg, "text/plain", 415),
-        as_raw("json body", json.dumps({"image": "aGVsbG8="}).encode(), "application/json", 415, route=SINGLE),
+        # JSON is an input form ({"image_base64": ...}); without that field it is a malformed request.
+        as_raw("json body", json.dumps({"image": "aGVsbG8="}).encode(), "application/json", 400, route=SINGLE),
         as_raw("form-urlencoded body", b"image=aGVsbG8%3D", "application/x-www-form-urlencoded", 415),
         # --- the batch route
         HostileInput(
@@ -284,8 +288,47 @@ def build_corpus(max_bytes: int = 2 * 1024 * 1024, seed: int = 0) -> list[Hostil
             ),
             status=200,
         ),
+        # --- the JSON base64 form and the analysis routes (/infer, /api/v1/ml/explain)
+        as_json("base64 photo as JSON", {"image_base64": b64(jpeg)}, 200),
+        as_json("base64 photo as a data URL", {"image_base64": "data:image/jpeg;base64," + b64(jpeg)}, 200, INFER),
+        as_json("base64 photo, MIME line breaks", {"image_base64": mime_lines(b64(png))}, 200, PRODUCT),
+        as_json("broken base64", {"image_base64": "@@@ not base64 @@@"}, 400),
+        as_json("base64 of a non-image", {"image_base64": b64(HTML)}, 415, PRODUCT),
+        as_json("base64 of html as a data URL", {"image_base64": "data:text/html;base64," + b64(HTML)}, 415, INFER),
+        as_json("base64 past the byte limit once decoded", {"image_base64": b64(oversize)}, 413, INFER),
+        as_json("JSON without the image_base64 field", {"image": b64(jpeg)}, 400, EXPLAIN),
+        as_json("image_base64 that is a number", {"image_base64": 12345}, 400),
+        HostileInput("JSON that is not JSON", SINGLE, b"{not json", {"content-type": "application/json"}, 400),
+        HostileInput("a JSON list", INFER, b"[1, 2]", {"content-type": "application/json"}, 400),
+        as_raw("1x1 png to infer", encoded(Image.new("RGB", (1, 1)), "PNG"), "image/png", 200, INFER),
+        as_raw("1x1 png to explain", encoded(Image.new("RGB", (1, 1)), "PNG"), "image/png", 200, EXPLAIN),
+        as_raw("20000 px wide strip to infer", strip_png(), "image/png", 200, INFER),
+        as_raw("20000 px wide strip to explain", strip_png(), "image/png", 200, EXPLAIN),
+        as_raw("photo to explain", jpeg, "image/jpeg", 200, EXPLAIN),
+        as_raw("photo to explain an unknown condition", jpeg, "image/jpeg", 422, EXPLAIN + "?condition=wrinkles"),
+        as_raw("photo to explain a condition", jpeg, "image/jpeg", 200, EXPLAIN + "?condition=redness"),
+        as_file("multipart photo to infer", jpeg, "face.jpg", "image/jpeg", 200, INFER),
+        as_raw("photo to infer without regions", jpeg, "image/jpeg", 200, INFER + "?regions=false"),
+        as_raw("regions that are not a boolean", jpeg, "image/jpeg", 422, SINGLE + "?regions=maybe"),
     ]
     return corpus
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def mime_lines(text: str) -> str:
+    return "\r\n".join(text[i : i + 76] for i in range(0, len(text), 76))
+
+
+def strip_png() -> bytes:
+    """20,000 x 2 px: within the pixel limit, absurd as a photo."""
+    return encoded(Image.new("RGB", (20000, 2), (200, 150, 120)), "PNG")
+
+
+def as_json(name: str, document: object, status: int, route: str = SINGLE) -> HostileInput:
+    return HostileInput(name, route, json.dumps(document).encode(), {"content-type": "application/json"}, status)
 
 
 def write_corpus(out: Path, corpus: list[HostileInput]) -> Path:

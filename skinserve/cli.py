@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from skinserve.catalog.commands import catalog_app
 from skinserve.config import Settings, redacted_url
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Skin-condition analysis: data, training, serving.")
@@ -17,6 +18,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Synthesise, read, split, down
 db_app = typer.Typer(no_args_is_help=True, help="Manage the registry schema (Alembic).")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:

@@ -20,6 +20,7 @@ SEED_TABLES = {
     "model_training_metrics",
     "prediction_logs",
 }
+CATALOG_TABLES = {"products", "ingredients", "product_ingredients", "reviews"}  # tested in test_catalog_db.py
 SEED_INDEXES = {
     ("ml_training_images", "idx_training_images_source", ("dataset_source",)),
     ("skin_condition_labels", "idx_condition_labels_type", ("condition_type",)),
@@ -31,7 +32,7 @@ SEED_INDEXES = {
 
 def test_upgrade_creates_exactly_the_seed_tables_and_indexes(registry_engine):
     inspector = inspect(registry_engine)
-    assert set(inspector.get_table_names()) == SEED_TABLES | {"alembic_version"}
+    assert set(inspector.get_table_names()) == SEED_TABLES | CATALOG_TABLES | {"alembic_version"}
     found = {
         (table, index["name"], tuple(index["column_names"]))
         for table in SEED_TABLES

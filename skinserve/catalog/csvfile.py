@@ -227,6 +227,9 @@ class CsvSource:
             if errors:
                 yield RowProblem(errors[0].number, errors[0].error or "")
                 continue
+            if any("\x00" in cell for cell in cells):  # csv accepts NUL; Postgres text cannot hold it
+                yield RowProblem(taken[0].number, "a NUL byte (0x00) inside the row")
+                continue
             yield CsvRow(taken[0].number, taken[-1].number, cells)
 
 

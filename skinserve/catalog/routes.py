@@ -31,7 +31,7 @@ from skinserve.catalog.schemas import (
 )
 from skinserve.errors import ClientError
 
-__all__ = ["CatalogRoutes", "InvalidCatalogRequest", "MalformedBody", "NoCatalog", "parse_body"]
+__all__ = ["BodyTooLarge", "CatalogRoutes", "InvalidCatalogRequest", "MalformedBody", "NoCatalog", "parse_body"]
 
 Model = TypeVar("Model", bound=BaseModel)
 MAX_BODY_BYTES = 256 * 1024
@@ -45,11 +45,15 @@ class InvalidCatalogRequest(ClientError):
     code = "invalid_input"
 
 
+class BodyTooLarge(ClientError):
+    code = "too_large"
+
+
 def parse_body(model: type[Model], body: bytes | str | Mapping[str, Any]) -> Model:
     """A request model from raw JSON bytes or an already decoded mapping; client mistakes become ClientErrors."""
     if isinstance(body, bytes | str):
         if len(body) > MAX_BODY_BYTES:
-            raise InvalidCatalogRequest(f"the body is over {MAX_BODY_BYTES} bytes")
+            raise BodyTooLarge(f"the body is over {MAX_BODY_BYTES} bytes")
         try:
             body = json.loads(body)
         except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError

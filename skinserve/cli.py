@@ -132,6 +132,8 @@ def data_summary(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         typer.echo(f"  source {source}: {count}")
     for condition, levels in sorted(summary["labels"].items()):
         typer.echo(f"  {condition:20s} " + "  ".join(f"{k}={v}" for k, v in sorted(levels.items())))
+    if summary["skin_types"]:
+        typer.echo(f"  {'skin types':20s} " + "  ".join(f"{k}={v}" for k, v in sorted(summary["skin_types"].items())))
 
 
 @data_app.command("download")

@@ -102,8 +102,9 @@ def unknown_columns(fmt: str, cells: Sequence[str]) -> list[str]:
     return [c for c in cells if column_key(c) not in known]
 
 
-def keyed_row(header: Sequence[str], cells: Sequence[str]) -> dict[str, str]:
-    return {column_key(h): c.strip() for h, c in zip(header, cells, strict=True)}
+def keyed_row(keys: Sequence[str], cells: Sequence[str]) -> dict[str, str]:
+    """A row by column key (`column_key` of each header cell, computed once per file)."""
+    return {key: cell.strip() for key, cell in zip(keys, cells, strict=True)}
 
 
 # ---------------------------------------------------------------- products

@@ -138,6 +138,7 @@ def ingest_catalog_file(
         if extra := unknown_columns(fmt, header.cells):
             summary.notes.append(f"columns not in the published {fmt} schema, ignored: {extra}")
         writer = _writer(fmt, engine, knowledge, options, Path(path), header.title_lines)
+        keys = [column_key(cell) for cell in header.cells]
         rejects = stack.enter_context(_RejectLog(options.rejects_path))
         bar = stack.enter_context(
             tqdm(total=source.size, unit="B", unit_scale=True, desc=f"ingest {fmt}", disable=not options.progress)
@@ -150,7 +151,7 @@ def ingest_catalog_file(
                     _reject(summary, rejects, item, options)
                     continue
                 try:
-                    records.append((item.line, writer.record(keyed_row(header.cells, item.cells), item)))
+                    records.append((item.line, writer.record(keyed_row(keys, item.cells), item)))
                 except RowError as err:
                     _reject(summary, rejects, RowProblem(item.line, str(err)), options)
             for problem in writer.write(records, summary):

@@ -7,7 +7,7 @@ from sqlalchemy import inspect
 from skinserve.db import migrate
 from skinserve.db.engine import create_registry_engine
 
-CATALOG_TABLES = {"products", "ingredients", "product_ingredients", "reviews"}
+CATALOG_TABLES = {"products", "ingredients", "product_ingredients", "reviews", "catalog_settings"}
 CATALOG_INDEXES = {
     ("products", "idx_products_price", ("price",)),
     ("ingredients", "idx_ingredients_annex", ("annex",)),

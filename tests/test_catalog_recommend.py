@@ -135,3 +135,33 @@ def test_condition_weights_keep_the_stronger_of_two_mentions():
         {"conditions": [{"name": "acne", "severity": "mild"}, {"name": "acne", "severity": "severe"}]}
     )
     assert [(c.name, c.weight) for c in condition_weights(request)] == [("acne", 3.0)]
+
+
+def test_each_product_mask_holds_the_actives_it_lists(catalog_engine):  # noqa: F811
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from skinserve.db.catalog_models import Product
+
+    knowledge = default_knowledge()
+    with Session(catalog_engine) as session:
+        masks = dict(session.execute(select(Product.external_id, Product.active_mask)).all())
+    listed = {a.canonical for a in knowledge.actives if masks["P470025"] >> knowledge.bit(a) & 1}
+    assert listed == {"salicylic acid", "niacinamide", "zinc pca"}
+    assert masks["P505556"] == 0  # the gift card lists nothing
+
+
+def test_a_changed_actives_file_rebuilds_the_masks_before_ranking(catalog_engine, tmp_path):  # noqa: F811
+    from skinserve.catalog.knowledge import DEFAULT_KNOWLEDGE, load_knowledge
+
+    # Glycerin becomes an acne active, placed first: every other active's bit moves one place.
+    edited = tmp_path / "actives.yaml"
+    glycerin = '  - inci: GLYCERIN\n    targets:\n      acne: "test line"\n'
+    edited.write_text(DEFAULT_KNOWLEDGE.read_text().replace("actives:\n", "actives:\n" + glycerin, 1))
+    knowledge = load_knowledge(edited)
+    assert knowledge.fingerprint != default_knowledge().fingerprint
+    answer = Recommender(catalog_engine, knowledge).recommend(
+        RecommendRequest.model_validate({"conditions": [{"name": "acne"}], "limit": 50})
+    )
+    assert any(r.canonical == "glycerin" for p in answer.products for r in p.reasons)
+    assert "P447791" in _names(answer)  # still found by its retinol after the bits moved

@@ -20,7 +20,7 @@ SEED_TABLES = {
     "model_training_metrics",
     "prediction_logs",
 }
-CATALOG_TABLES = {"products", "ingredients", "product_ingredients", "reviews"}  # tested in test_catalog_db.py
+CATALOG_TABLES = {"products", "ingredients", "product_ingredients", "reviews", "catalog_settings"}  # test_catalog_db.py
 SEED_INDEXES = {
     ("ml_training_images", "idx_training_images_source", ("dataset_source",)),
     ("skin_condition_labels", "idx_condition_labels_type", ("condition_type",)),

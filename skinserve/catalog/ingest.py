@@ -48,6 +48,7 @@ from skinserve.catalog.formats import (
 )
 from skinserve.catalog.inci import parse_ingredients
 from skinserve.catalog.knowledge import IngredientKnowledge, default_knowledge
+from skinserve.catalog.masks import ensure_active_masks, rebuild_active_masks
 from skinserve.catalog.matching import IngredientIndex, load_ingredient_index
 from skinserve.db.catalog_models import Ingredient, Product, ProductIngredient, Review
 from skinserve.errors import SkinserveError
@@ -343,6 +344,8 @@ class _ProductWriter(_Writer):
         self.parse = skincare_clean_product if fmt == "skincare-clean" else sephora_product
         self.source = "skincare-clean" if fmt == "skincare-clean" else "sephora"
         self.index = load_ingredient_index(engine, knowledge)
+        self.knowledge = knowledge
+        ensure_active_masks(engine, knowledge)  # the masks written below and those already stored must agree
         # product id -> its first line: a duplicate id is a rejected row, not a silent overwrite.
         self.seen: dict[str, int] = {}
 
@@ -369,40 +372,45 @@ class _ProductWriter(_Writer):
             digest = record.content_sha256()
             known = existing.get(record.external_id)
             if known is None:
-                new.append((record, digest))
+                new.append((record, digest, self._ingredient_rows(record)))
             elif known[1] != digest:
-                changed.append((known[0], record, digest))
+                changed.append((known[0], record, digest, self._ingredient_rows(record)))
             else:
                 counts.unchanged += 1
-        written: list[tuple[int, ProductRecord]] = []
+        written: list[tuple[int, list[dict[str, Any]]]] = []
         if new:
             result = connection.execute(
                 insert(products_t).returning(products_t.c.id, sort_by_parameter_order=True),
-                [_product_row(record, digest) for record, digest in new],
+                [_product_row(record, digest, self._mask(rows)) for record, digest, rows in new],
             )
-            written += [(row.id, record) for row, (record, _) in zip(result.all(), new, strict=True)]
+            written += [(row.id, rows) for row, (_, _, rows) in zip(result.all(), new, strict=True)]
             counts.added += len(new)
         if changed:
             connection.execute(
                 update(products_t).where(products_t.c.id == bindparam("b_id")).values(updated_at=func.now()),
-                [{"b_id": pid, **_product_row(record, digest)} for pid, record, digest in changed],
+                [
+                    {"b_id": pid, **_product_row(record, digest, self._mask(rows))}
+                    for pid, record, digest, rows in changed
+                ],
             )
-            changed_ids = [pid for pid, _, _ in changed]
+            changed_ids = [pid for pid, _, _, _ in changed]
             connection.execute(delete(product_ingredients_t).where(product_ingredients_t.c.product_id.in_(changed_ids)))
-            written += [(pid, record) for pid, record, _ in changed]
+            written += [(pid, rows) for pid, _, _, rows in changed]
             counts.updated += len(changed)
-        rows = [row for pid, record in written for row in self._ingredient_rows(pid, record)]
+        rows = [row | {"product_id": pid} for pid, entries in written for row in entries]
         if rows:
             connection.execute(insert(product_ingredients_t), rows)
 
-    def _ingredient_rows(self, product_id: int, record: ProductRecord) -> list[dict[str, Any]]:
+    def _mask(self, rows: list[dict[str, Any]]) -> int:
+        return self.knowledge.mask(row["ingredient_name"] for row in rows)
+
+    def _ingredient_rows(self, record: ProductRecord) -> list[dict[str, Any]]:
         parsed = parse_ingredients(record.ingredient_lines)
         rows = []
         for variation, entry in parsed.ingredients():
             match = self.index.resolve(entry, fuzzy=False)  # fuzzy matching is for analyses, not bulk ingest
             rows.append(
                 {
-                    "product_id": product_id,
                     "variation": variation,
                     "position": entry.position,
                     "ingredient_name": match.canonical[:300],
@@ -432,8 +440,9 @@ class _ProductWriter(_Writer):
         return [f"linked {linked} earlier review(s) to their product"] if linked and linked > 0 else []
 
 
-def _product_row(record: ProductRecord, digest: str) -> dict[str, Any]:
+def _product_row(record: ProductRecord, digest: str, mask: int) -> dict[str, Any]:
     return {
+        "active_mask": mask,
         "source": record.source,
         "external_id": record.external_id,
         "name": record.name,
@@ -533,7 +542,10 @@ class _ReferenceWriter(_Writer):
 
     def finish(self) -> list[str]:
         linked = relink_product_ingredients(self.engine, self.knowledge)
-        return [f"linked {linked} product ingredient entries to reference ingredients"] if linked else []
+        if not linked:
+            return []
+        rebuilt = rebuild_active_masks(self.engine, self.knowledge)  # renamed entries may now be actives
+        return [f"linked {linked} product ingredient entries to reference ingredients ({rebuilt} masks changed)"]
 
 
 def _merge(old: ReferenceRecord | None, new: ReferenceRecord) -> ReferenceRecord:

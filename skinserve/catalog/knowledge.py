@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -15,6 +16,7 @@ from skinserve.errors import SkinserveError
 from skinserve.labels import CONDITIONS, SKIN_TYPES
 
 DEFAULT_KNOWLEDGE = Path(__file__).with_name("actives.yaml")
+MAX_ACTIVES = 63  # one bit each in products.active_mask, a signed 64-bit integer
 
 
 class KnowledgeError(SkinserveError):
@@ -64,9 +66,29 @@ class IngredientKnowledge:
         for active in self.actives:
             for name in active.names:
                 self._active_by_name.setdefault(name, active)
+        if len(self.actives) > MAX_ACTIVES:
+            raise KnowledgeError(f"{len(self.actives)} actives; at most {MAX_ACTIVES} fit the catalog's active_mask")
         for entry in self.unsuitable:
             for name in entry.names:
                 self._unsuitable_by_name.setdefault(name, []).append(entry)
+
+    def bit(self, active: Active) -> int:
+        """The active's bit in a product's `active_mask`: its position in the file."""
+        return self.actives.index(active)
+
+    def mask(self, names: Iterable[str]) -> int:
+        """The `active_mask` of a product listing these (canonical) ingredient names."""
+        mask = 0
+        for name in names:
+            if (found := self._active_by_name.get(name)) is not None:
+                mask |= 1 << self.bit(found)
+        return mask
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever an active's bit or the names that map onto it change: the masks must then be rebuilt."""
+        text = "\n".join(f"{a.canonical}\t{','.join(a.aliases)}" for a in self.actives)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def active(self, names: Iterable[str]) -> Active | None:
         """The active a product ingredient is, trying its canonical name first, then its other names."""

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -54,6 +55,9 @@ class Product(Base):
     skin_types: Mapped[str | None] = mapped_column(String(100))
     attributes: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)  # the file's other columns
     content_sha256: Mapped[str] = mapped_column(String(64), nullable=False)  # unchanged rows are not rewritten
+    # Bit i set: the product lists the i-th active of actives.yaml. Derived from product_ingredients, so the ranking
+    # reads one row per product instead of aggregating ingredient rows; rebuilt when actives.yaml changes.
+    active_mask: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
     created_at: Mapped[datetime | None] = mapped_column(DateTime, server_default=func.now())
     updated_at: Mapped[datetime | None] = mapped_column(DateTime, server_default=func.now())
 
@@ -126,3 +130,12 @@ class Review(Base):
     eye_color: Mapped[str | None] = mapped_column(String(50))
     hair_color: Mapped[str | None] = mapped_column(String(50))
     submitted_on: Mapped[date | None] = mapped_column(Date)
+
+
+class CatalogSetting(Base):
+    """Catalog-wide values: `active_mask_fingerprint`, the actives.yaml the products' masks were computed with."""
+
+    __tablename__ = "catalog_settings"
+
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)

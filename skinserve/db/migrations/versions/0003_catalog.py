@@ -40,6 +40,7 @@ def upgrade() -> None:
         sa.Column("skin_types", sa.String(100)),
         sa.Column("attributes", JSONDocument),
         sa.Column("content_sha256", sa.String(64), nullable=False),
+        sa.Column("active_mask", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("created_at", sa.DateTime(), server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(), server_default=sa.func.now()),
         sa.UniqueConstraint("source", "external_id", name="uq_products_source_external_id"),
@@ -101,9 +102,15 @@ def upgrade() -> None:
     )
     op.create_index("idx_reviews_product", "reviews", ["product_id"])
     op.create_index("idx_reviews_source_external_product", "reviews", ["source", "external_product_id"])
+    op.create_table(
+        "catalog_settings",
+        sa.Column("key", sa.String(50), primary_key=True),
+        sa.Column("value", sa.Text(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("catalog_settings")
     op.drop_index("idx_reviews_source_external_product", table_name="reviews")
     op.drop_index("idx_reviews_product", table_name="reviews")
     op.drop_table("reviews")

@@ -1,0 +1,61 @@
+"""products.active_mask: which of actives.yaml's actives each product lists, kept in step with the file.
+
+The mask is written with each product at ingest and rebuilt from product_ingredients when it may have gone stale:
+actives.yaml changed (its fingerprint differs from the one stored in catalog_settings), or a COSING ingest renamed
+product ingredient entries to COSING's names.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine, bindparam, insert, select, update
+
+from skinserve.catalog.knowledge import IngredientKnowledge
+from skinserve.db.catalog_models import CatalogSetting, Product, ProductIngredient
+
+FINGERPRINT_KEY = "active_mask_fingerprint"
+products_t = Product.__table__
+settings_t = CatalogSetting.__table__
+
+
+def stored_fingerprint(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return connection.execute(select(settings_t.c.value).where(settings_t.c.key == FINGERPRINT_KEY)).scalar()
+
+
+def ensure_active_masks(engine: Engine, knowledge: IngredientKnowledge) -> int | None:
+    """Rebuild the masks if they were computed with another actives.yaml; the number rebuilt, or None if current."""
+    if stored_fingerprint(engine) == knowledge.fingerprint:
+        return None
+    return rebuild_active_masks(engine, knowledge)
+
+
+def rebuild_active_masks(engine: Engine, knowledge: IngredientKnowledge) -> int:
+    """Recompute every product's mask from its ingredient entries (about a second per 10,000 products)."""
+    masks: dict[int, int] = {}
+    with engine.connect() as connection:
+        current = dict(connection.execute(select(products_t.c.id, products_t.c.active_mask)).all())
+        rows = connection.execution_options(yield_per=10_000).execute(
+            select(ProductIngredient.product_id, ProductIngredient.ingredient_name)
+        )
+        for product_id, name in rows:
+            masks[product_id] = masks.get(product_id, 0) | knowledge.mask([name])
+    changed = [
+        {"b_id": pid, "active_mask": masks.get(pid, 0)} for pid, mask in current.items() if masks.get(pid, 0) != mask
+    ]
+    with engine.begin() as connection:
+        for start in range(0, len(changed), 5_000):
+            connection.execute(
+                update(products_t).where(products_t.c.id == bindparam("b_id")), changed[start : start + 5_000]
+            )
+        store_fingerprint(connection, knowledge)
+    return len(changed)
+
+
+def store_fingerprint(connection, knowledge: IngredientKnowledge) -> None:
+    exists = connection.execute(select(settings_t.c.key).where(settings_t.c.key == FINGERPRINT_KEY)).first()
+    if exists is None:
+        connection.execute(insert(settings_t).values(key=FINGERPRINT_KEY, value=knowledge.fingerprint))
+    else:
+        connection.execute(
+            update(settings_t).where(settings_t.c.key == FINGERPRINT_KEY).values(value=knowledge.fingerprint)
+        )

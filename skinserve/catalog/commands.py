@@ -43,8 +43,9 @@ def ingest(
     format: Annotated[
         str | None,
         typer.Option(
-            "--format", help="skincare-clean, sephora-products, sephora-reviews, cosing or cosing-annex (default: "
-            "detected from the header)"
+            "--format",
+            help="skincare-clean, sephora-products, sephora-reviews, cosing or cosing-annex (default: "
+            "detected from the header)",
         ),
     ] = None,
     annex: Annotated[str | None, typer.Option(help="cosing-annex: II, III, IV, V or VI if not in the file")] = None,

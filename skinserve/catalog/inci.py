@@ -43,7 +43,8 @@ _PROSE_WORDS = re.compile(
 )
 _FOOTNOTE_WORDS = re.compile(
     r"organic|natural|origin|certified|derived|farming|fair\s*trade|wild|ecocert|cosmos|essential\s+oil|"
-    r"naturally|plant", re.I
+    r"naturally|plant",
+    re.I,
 )
 _FOOTNOTE_AFTER_PERIOD = re.compile(r"\.\s+(?=[*†‡])")
 _OPEN, _CLOSE = "([{", ")]}"

@@ -14,7 +14,7 @@ import os
 import resource
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,8 +287,7 @@ class _Writer:
         if not records:
             return []
         try:
-            with self.engine.begin() as connection:
-                _no_server_side_prepare(connection)
+            with self.engine.begin() as connection, _no_server_side_prepare(connection):
                 counts = _Counts()
                 self.write_batch(connection, records, counts)
             counts.add_to(summary)
@@ -311,15 +310,23 @@ class _Writer:
         return []
 
 
-def _no_server_side_prepare(connection: Connection) -> None:
+@contextmanager
+def _no_server_side_prepare(connection: Connection) -> Iterator[None]:
     """No server-side prepared statements for batch writes.
 
     Each batch binds a different mix of NULLs, so psycopg would prepare and keep one ~100 KB statement per batch (up
     to its prepared_max of 100: ~10 MB held for nothing, measured with tracemalloc), and a batch is not re-run.
     """
     driver = connection.connection.driver_connection
-    if hasattr(driver, "prepare_threshold"):
-        driver.prepare_threshold = None
+    if not hasattr(driver, "prepare_threshold"):
+        yield
+        return
+    before = driver.prepare_threshold
+    driver.prepare_threshold = None
+    try:
+        yield
+    finally:  # the pooled connection goes back as it came: other queries do gain from prepared statements
+        driver.prepare_threshold = before
 
 
 @dataclass
@@ -401,8 +408,9 @@ class _ProductWriter(_Writer):
         if rows:
             connection.execute(insert(product_ingredients_t), rows)
 
-    def _mask(self, rows: list[dict[str, Any]]) -> int:
-        return self.knowledge.mask(row["ingredient_name"] for row in rows)
+    def _mask(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
+        names = [row["ingredient_name"] for row in rows]
+        return self.knowledge.mask(names), self.knowledge.unsuitable_mask(names)
 
     def _ingredient_rows(self, record: ProductRecord) -> list[dict[str, Any]]:
         parsed = parse_ingredients(record.ingredient_lines)
@@ -440,9 +448,10 @@ class _ProductWriter(_Writer):
         return [f"linked {linked} earlier review(s) to their product"] if linked and linked > 0 else []
 
 
-def _product_row(record: ProductRecord, digest: str, mask: int) -> dict[str, Any]:
+def _product_row(record: ProductRecord, digest: str, masks: tuple[int, int]) -> dict[str, Any]:
     return {
-        "active_mask": mask,
+        "active_mask": masks[0],
+        "unsuitable_mask": masks[1],
         "source": record.source,
         "external_id": record.external_id,
         "name": record.name,

@@ -84,11 +84,21 @@ class IngredientKnowledge:
                 mask |= 1 << self.bit(found)
         return mask
 
+    def unsuitable_mask(self, names: Iterable[str]) -> int:
+        """Bit i set: a product listing these names is unsuitable for SKIN_TYPES[i]."""
+        mask = 0
+        for name in names:
+            for entry in self._unsuitable_by_name.get(name, ()):
+                for skin_type in entry.skin_types:
+                    mask |= 1 << SKIN_TYPES.index(skin_type)
+        return mask
+
     @property
     def fingerprint(self) -> str:
-        """Changes whenever an active's bit or the names that map onto it change: the masks must then be rebuilt."""
-        text = "\n".join(f"{a.canonical}\t{','.join(a.aliases)}" for a in self.actives)
-        return hashlib.sha256(text.encode()).hexdigest()
+        """Changes whenever a bit or the names that map onto it change: the products' masks must then be rebuilt."""
+        lines = [f"{a.canonical}\t{','.join(a.aliases)}" for a in self.actives]
+        lines += [f"{u.canonical}\t{','.join(u.aliases)}\t{','.join(u.skin_types)}" for u in self.unsuitable]
+        return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
     def active(self, names: Iterable[str]) -> Active | None:
         """The active a product ingredient is, trying its canonical name first, then its other names."""
@@ -112,9 +122,6 @@ class IngredientKnowledge:
             if any(t.condition in wanted for t in active.targets)
             for name in active.names
         }
-
-    def unsuitable_names(self, skin_type: str) -> dict[str, Unsuitable]:
-        return {name: entry for entry in self.unsuitable if skin_type in entry.skin_types for name in entry.names}
 
 
 @cache

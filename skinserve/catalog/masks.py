@@ -1,4 +1,4 @@
-"""products.active_mask: which of actives.yaml's actives each product lists, kept in step with the file.
+"""products.active_mask and unsuitable_mask: what actives.yaml says of each product's ingredients, kept in step.
 
 The mask is written with each product at ingest and rebuilt from product_ingredients when it may have gone stale:
 actives.yaml changed (its fingerprint differs from the one stored in catalog_settings), or a COSING ingest renamed
@@ -30,17 +30,25 @@ def ensure_active_masks(engine: Engine, knowledge: IngredientKnowledge) -> int |
 
 
 def rebuild_active_masks(engine: Engine, knowledge: IngredientKnowledge) -> int:
-    """Recompute every product's mask from its ingredient entries (about a second per 10,000 products)."""
-    masks: dict[int, int] = {}
+    """Recompute every product's masks from its ingredient entries (about a second per 10,000 products)."""
+    masks: dict[int, tuple[int, int]] = {}
     with engine.connect() as connection:
-        current = dict(connection.execute(select(products_t.c.id, products_t.c.active_mask)).all())
+        current = {
+            row.id: (row.active_mask, row.unsuitable_mask)
+            for row in connection.execute(
+                select(products_t.c.id, products_t.c.active_mask, products_t.c.unsuitable_mask)
+            )
+        }
         rows = connection.execution_options(yield_per=10_000).execute(
             select(ProductIngredient.product_id, ProductIngredient.ingredient_name)
         )
         for product_id, name in rows:
-            masks[product_id] = masks.get(product_id, 0) | knowledge.mask([name])
+            active, unsuitable = masks.get(product_id, (0, 0))
+            masks[product_id] = (active | knowledge.mask([name]), unsuitable | knowledge.unsuitable_mask([name]))
     changed = [
-        {"b_id": pid, "active_mask": masks.get(pid, 0)} for pid, mask in current.items() if masks.get(pid, 0) != mask
+        {"b_id": pid, "active_mask": new[0], "unsuitable_mask": new[1]}
+        for pid, old in current.items()
+        if (new := masks.get(pid, (0, 0))) != old
     ]
     with engine.begin() as connection:
         for start in range(0, len(changed), 5_000):

@@ -58,6 +58,8 @@ class Product(Base):
     # Bit i set: the product lists the i-th active of actives.yaml. Derived from product_ingredients, so the ranking
     # reads one row per product instead of aggregating ingredient rows; rebuilt when actives.yaml changes.
     active_mask: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0, server_default="0")
+    # Bit i set: the product lists an ingredient actives.yaml marks unsuitable for SKIN_TYPES[i].
+    unsuitable_mask: Mapped[int] = mapped_column(Integer, nullable=False, default=0, server_default="0")
     created_at: Mapped[datetime | None] = mapped_column(DateTime, server_default=func.now())
     updated_at: Mapped[datetime | None] = mapped_column(DateTime, server_default=func.now())
 

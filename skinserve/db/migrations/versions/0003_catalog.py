@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("attributes", JSONDocument),
         sa.Column("content_sha256", sa.String(64), nullable=False),
         sa.Column("active_mask", sa.BigInteger(), nullable=False, server_default="0"),
+        sa.Column("unsuitable_mask", sa.Integer(), nullable=False, server_default="0"),
         sa.Column("created_at", sa.DateTime(), server_default=sa.func.now()),
         sa.Column("updated_at", sa.DateTime(), server_default=sa.func.now()),
         sa.UniqueConstraint("source", "external_id", name="uq_products_source_external_id"),

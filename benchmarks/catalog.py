@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import platform
 import random
 import statistics
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
                     "rerun_rows_per_s": again.rows_per_s, "rerun_added": again.added,
                 }
             )  # fmt: skip
+    load_before = os.getloadavg()
     recommender = Recommender(engine, default_knowledge())
     rng = random.Random(args.seed + 1)
     requests = [random_request(rng) for _ in range(args.requests)]
@@ -321,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         "ingest": ingest_rows,
         "latency_ms": latency,
         "target_p99_ms": TARGET_P99_MS,
+        "load_average_1m": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "machine": platform.platform(),
     }
@@ -344,6 +348,8 @@ def print_report(report: dict[str, Any]) -> None:
             f"{row['rss_start_mb']:.0f} -> {row['rss_peak_mb']:.0f} | {row['rerun_rows_per_s']:,.0f} "
             f"({row['rerun_added']}) |"
         )
+    before, after = report["load_average_1m"]
+    print(f"\nmachine: {report['cpus']} CPUs, 1-minute load average {before} before the timings, {after} after")
     print(f"\n| recommendation, {report['requests']} requests | p50 ms | p95 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     for name, stats in report["latency_ms"].items():

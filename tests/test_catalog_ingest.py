@@ -125,7 +125,7 @@ def test_sephora_reviews_are_read_and_linked_to_products_ingested_after_them(reg
 
 def test_cosing_inventory_below_its_title_lines(registry_engine):
     summary = ingest_catalog_file(COSING, registry_engine)
-    assert (summary.format, summary.header_line, summary.added) == ("cosing", 5, 20)
+    assert (summary.format, summary.header_line, summary.added) == ("cosing", 5, 30)
     glycerin = _ingredient(registry_engine, "glycerin")
     assert glycerin.synonyms == ["glycerol"] and "humectant" in glycerin.functions
     salicylic = _ingredient(registry_engine, "salicylic acid")

@@ -165,3 +165,9 @@ def test_a_changed_actives_file_rebuilds_the_masks_before_ranking(catalog_engine
     )
     assert any(r.canonical == "glycerin" for p in answer.products for r in p.reasons)
     assert "P447791" in _names(answer)  # still found by its retinol after the bits moved
+
+
+def test_a_may_contain_colourant_is_no_active(catalog_engine):  # noqa: F811
+    answer = _recommend(catalog_engine, conditions=[{"name": "aging"}], limit=50)
+    assert "P480312" in _names(answer)  # zinc oxide, listed
+    assert "P500127" not in _names(answer)  # titanium dioxide only as a blush's "may contain" shade

@@ -409,8 +409,9 @@ class _ProductWriter(_Writer):
             connection.execute(insert(product_ingredients_t), rows)
 
     def _mask(self, rows: list[dict[str, Any]]) -> tuple[int, int]:
-        names = [row["ingredient_name"] for row in rows]
-        return self.knowledge.mask(names), self.knowledge.unsuitable_mask(names)
+        """An active counts only if the list surely holds it: a may-contain colourant is no treatment."""
+        sure = [row["ingredient_name"] for row in rows if not row["may_contain"]]
+        return self.knowledge.mask(sure), self.knowledge.unsuitable_mask(row["ingredient_name"] for row in rows)
 
     def _ingredient_rows(self, record: ProductRecord) -> list[dict[str, Any]]:
         parsed = parse_ingredients(record.ingredient_lines)

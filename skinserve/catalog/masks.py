@@ -40,11 +40,12 @@ def rebuild_active_masks(engine: Engine, knowledge: IngredientKnowledge) -> int:
             )
         }
         rows = connection.execution_options(yield_per=10_000).execute(
-            select(ProductIngredient.product_id, ProductIngredient.ingredient_name)
+            select(ProductIngredient.product_id, ProductIngredient.ingredient_name, ProductIngredient.may_contain)
         )
-        for product_id, name in rows:
+        for product_id, name, may_contain in rows:  # as at ingest: a may-contain entry is no active
             active, unsuitable = masks.get(product_id, (0, 0))
-            masks[product_id] = (active | knowledge.mask([name]), unsuitable | knowledge.unsuitable_mask([name]))
+            active |= 0 if may_contain else knowledge.mask([name])
+            masks[product_id] = (active, unsuitable | knowledge.unsuitable_mask([name]))
     changed = [
         {"b_id": pid, "active_mask": new[0], "unsuitable_mask": new[1]}
         for pid, old in current.items()

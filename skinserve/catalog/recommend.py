@@ -188,7 +188,7 @@ class Recommender:
         severity = {n.name: n.severity for n in needs}
         ids = [row.id for row in ranked]
         statement = text(
-            """SELECT x.product_id, x.ingredient_name, x.label_text, x.percent,
+            """SELECT x.product_id, x.ingredient_name, x.label_text, x.percent, x.may_contain,
                       i.annex, i.annex_refs, i.annex_conditions
                FROM product_ingredients x LEFT JOIN ingredients i ON i.id = x.ingredient_id
                WHERE x.product_id IN :ids AND (x.ingredient_name IN :names OR i.annex = 'III')
@@ -198,7 +198,7 @@ class Recommender:
         reasons: dict[int, list[RecommendationReason]] = {i: [] for i in ids}
         restricted: dict[int, list[RestrictionNote]] = {i: [] for i in ids}
         for row in rows:
-            active = targets.get(row.ingredient_name)
+            active = None if row.may_contain else targets.get(row.ingredient_name)
             if active is not None:
                 for target in active.targets:
                     reason = RecommendationReason(

@@ -13,6 +13,8 @@ from skinserve.catalog.knowledge import IngredientKnowledge
 from skinserve.db.catalog_models import CatalogSetting, Product, ProductIngredient
 
 FINGERPRINT_KEY = "active_mask_fingerprint"
+# Bumped when the rules that turn ingredient entries into masks change, so stored masks are rebuilt.
+MASK_RULES = "2"  # 2: may-contain entries are no actives
 products_t = Product.__table__
 settings_t = CatalogSetting.__table__
 
@@ -24,7 +26,7 @@ def stored_fingerprint(engine: Engine) -> str | None:
 
 def ensure_active_masks(engine: Engine, knowledge: IngredientKnowledge) -> int | None:
     """Rebuild the masks if they were computed with another actives.yaml; the number rebuilt, or None if current."""
-    if stored_fingerprint(engine) == knowledge.fingerprint:
+    if stored_fingerprint(engine) == mask_fingerprint(knowledge):
         return None
     return rebuild_active_masks(engine, knowledge)
 
@@ -60,11 +62,15 @@ def rebuild_active_masks(engine: Engine, knowledge: IngredientKnowledge) -> int:
     return len(changed)
 
 
+def mask_fingerprint(knowledge: IngredientKnowledge) -> str:
+    return f"{MASK_RULES}:{knowledge.fingerprint}"
+
+
 def store_fingerprint(connection, knowledge: IngredientKnowledge) -> None:
     exists = connection.execute(select(settings_t.c.key).where(settings_t.c.key == FINGERPRINT_KEY)).first()
     if exists is None:
-        connection.execute(insert(settings_t).values(key=FINGERPRINT_KEY, value=knowledge.fingerprint))
+        connection.execute(insert(settings_t).values(key=FINGERPRINT_KEY, value=mask_fingerprint(knowledge)))
     else:
         connection.execute(
-            update(settings_t).where(settings_t.c.key == FINGERPRINT_KEY).values(value=knowledge.fingerprint)
+            update(settings_t).where(settings_t.c.key == FINGERPRINT_KEY).values(value=mask_fingerprint(knowledge))
         )

@@ -117,3 +117,11 @@ def test_an_analysis_refuses_more_entries_than_it_analyses():
     with pytest.raises(TooManyIngredients) as caught:
         analyze_ingredient_text(", ".join(f"Ingredient {i}" for i in range(MAX_INGREDIENTS + 1)), INDEX)
     assert caught.value.status == 422
+
+
+def test_fuzzy_lookups_per_analysis_are_bounded():
+    from skinserve.catalog.analysis import MAX_FUZZY_LOOKUPS
+
+    text = ", ".join(["Niacinamid"] * (MAX_FUZZY_LOOKUPS + 5) + ["Niacinamide"])
+    counts = analyze_ingredient_text(text, INDEX).match_counts
+    assert counts == {"fuzzy": MAX_FUZZY_LOOKUPS, "none": 5, "exact": 1}

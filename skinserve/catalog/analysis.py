@@ -18,7 +18,10 @@ from skinserve.catalog.schemas import (
 from skinserve.errors import ClientError
 from skinserve.labels import CONDITIONS, SKIN_TYPES
 
-MAX_INGREDIENTS = 300  # entries per analysis: the longest real labels list ~120; the cap bounds fuzzy matching
+MAX_INGREDIENTS = 300  # entries per analysis: the longest real labels list ~120
+# Fuzzy lookups per analysis: a real label has a handful of misspelt entries; a text of hundreds of unknown words is
+# not a label, and matching each fuzzily cost ~4 s of CPU here, so the rest of such a text is matched exactly only.
+MAX_FUZZY_LOOKUPS = 40
 
 
 class TooManyIngredients(ClientError):
@@ -31,7 +34,8 @@ def analyze_ingredient_text(text: str, index: IngredientIndex) -> IngredientAnal
     entries = parsed.ingredients()
     if len(entries) > MAX_INGREDIENTS:
         raise TooManyIngredients(f"the text lists {len(entries)} ingredients; at most {MAX_INGREDIENTS} are analysed")
-    analyzed = [_analyze(variation, entry, index) for variation, entry in entries]
+    budget = [MAX_FUZZY_LOOKUPS]
+    analyzed = [_analyze(variation, entry, index, budget) for variation, entry in entries]
     conditions: dict[str, list[str]] = {}
     unsuitable: dict[str, list[str]] = {}
     for item in analyzed:
@@ -52,8 +56,11 @@ def analyze_ingredient_text(text: str, index: IngredientIndex) -> IngredientAnal
     )
 
 
-def _analyze(variation: str, entry, index: IngredientIndex) -> AnalyzedIngredient:
-    match = index.resolve(entry)
+def _analyze(variation: str, entry, index: IngredientIndex, budget: list[int]) -> AnalyzedIngredient:
+    match = index.resolve(entry, fuzzy=False)
+    if match.kind == "none" and budget[0] > 0:
+        budget[0] -= 1
+        match = index.resolve(entry, fuzzy=True)
     names = (match.canonical, *entry.candidates)
     knowledge = index.knowledge
     active = knowledge.active(names)

@@ -26,6 +26,9 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
+from skinserve.catalog.routes import MAX_BODY_BYTES, CatalogRoutes
+from skinserve.catalog.schemas import IngredientAnalysis, Recommendations
+from skinserve.db.engine import create_registry_engine
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
 from skinserve.manifest import load_manifest
 from skinserve.predictions import decode
@@ -50,10 +53,19 @@ from skinserve.serve.predlog import PredictionLogWriter, PredictionRow, WriterMe
 from skinserve.serve.quality import FaceStage, QualitySettings
 from skinserve.serve.queueing import ModelQueue
 from skinserve.serve.ratelimit import RateLimiter, client_address, parse_networks
-from skinserve.serve.schemas import Analysis, BatchAnalysis, Batching, ModelInfo, ModelRef, Timings, UploadInfo
+from skinserve.serve.schemas import (
+    Analysis,
+    BatchAnalysis,
+    Batching,
+    ModelInfo,
+    ModelRef,
+    ShineAnswer,
+    Timings,
+    UploadInfo,
+)
 from skinserve.serve.settings import ServiceSettings
 from skinserve.serve.shine import shine_answer
-from skinserve.serve.uploads import PreparedUpload, discard_body, prepare_upload, uploaded_images
+from skinserve.serve.uploads import PreparedUpload, discard_body, prepare_upload, read_body, uploaded_images
 from skinserve.storage import content_key, open_storage
 
 SETTINGS = ServiceSettings.from_env()
@@ -170,6 +182,7 @@ class SkinService:
         self.runtime: str | None = self.local.runtime if self.local else None
         self.limiter = RateLimiter(SETTINGS.rate_limit, SETTINGS.rate_limit_storage) if SETTINGS.rate_limit else None
         self.proxies = parse_networks(SETTINGS.trusted_proxies)
+        self.catalog = CatalogRoutes(create_registry_engine(SETTINGS.catalog_url))
 
     async def __is_ready__(self) -> bool:
         """BentoML's /readyz: the model is loaded and warm (the instance exists only then), and, when
@@ -184,18 +197,18 @@ class SkinService:
             self.local.shutdown()
         self.writer.stop(timeout_s=10)
 
-    @app.post("/analyze", responses=responses_for("Analysis"))
+    @app.post("/analyze", responses=responses_for(Analysis))
     async def analyze(self, request: Request, regions: bool = False) -> JSONResponse:
         """Analyse one image: multipart (`image` field), a raw image/* body, or JSON {"image_base64": "..."};
         `?regions=true` adds scores per facial region."""
         return await self._single(request, "analyze", regions)
 
-    @app.post("/api/v1/ml/analyze-condition", responses=responses_for("Analysis"))
+    @app.post("/api/v1/ml/analyze-condition", responses=responses_for(Analysis))
     async def analyze_condition(self, request: Request, regions: bool = False) -> JSONResponse:
         """The same contract as /analyze, at the route the product's API names."""
         return await self._single(request, "analyze-condition", regions)
 
-    @app.post("/analyze_batch", responses=responses_for("BatchAnalysis"))
+    @app.post("/analyze_batch", responses=responses_for(BatchAnalysis))
     async def analyze_batch(self, request: Request, regions: bool = False) -> JSONResponse:
         """Analyse up to SKINSERVE_MAX_BATCH_IMAGES images sent as multipart files in the `images` field."""
         request_id = str(uuid.uuid4())
@@ -207,7 +220,7 @@ class SkinService:
             return await self._rejected(err, request, request_id)
         return JSONResponse(BatchAnalysis(results=[s.analysis for s in scored]).model_dump(mode="json"))
 
-    @app.post("/infer", responses=responses_for("ShineAnswer"))
+    @app.post("/infer", responses=responses_for(ShineAnswer))
     async def infer(self, request: Request, regions: bool = True) -> JSONResponse:
         """The Shine app's contract: concerns for the 7 conditions, region concerns, metadata and recommendations."""
         request_id = str(uuid.uuid4())
@@ -219,12 +232,28 @@ class SkinService:
             return await self._rejected(err, request, request_id)
         answer = scored.analysis
         skin = answer.skin_type.label if answer.skin_type else None
-        shine = shine_answer(answer.model_dump(mode="json")["conditions"], answer.quality, skin, answer.regions)
+        # From the product catalog when one is loaded; without one the analysis is answered as it is.
+        products = await anyio.to_thread.run_sync(self.catalog.shine_recommendations, answer, skin) or []
+        conditions = answer.model_dump(mode="json")["conditions"]
+        recommendations = [p.model_dump(mode="json") for p in products]
+        shine = shine_answer(conditions, answer.quality, skin, answer.regions, recommendations)
         return JSONResponse(shine.model_dump(mode="json"))
+
+    @app.post("/api/v1/ingredients/analyze", responses=responses_for(IngredientAnalysis))
+    async def analyze_ingredients(self, request: Request) -> JSONResponse:
+        """An ingredient list (INCI text, as on a label) matched to COSING: functions, restrictions, what each
+        targets. JSON {"ingredients": "Aqua, Niacinamide, ..."}."""
+        return await self._catalog_call(request, self.catalog.analyze_ingredients)
+
+    @app.post("/api/v1/ml/recommend", responses=responses_for(Recommendations))
+    async def recommend(self, request: Request) -> JSONResponse:
+        """Products whose ingredients target the conditions of an analysis (as /analyze answers it) or of a list of
+        conditions with severities; 503 `no_catalog` when no catalog is loaded."""
+        return await self._catalog_call(request, self.catalog.recommend)
 
     @app.post(
         "/api/v1/ml/explain",
-        responses=responses_for("Analysis") | {200: {"content": {"image/png": {}}, "description": "a PNG overlay"}},
+        responses=responses_for(None) | {200: {"content": {"image/png": {}}, "description": "a PNG overlay"}},
         response_class=Response,
     )
     async def explain(self, request: Request, condition: str | None = None) -> Response:
@@ -249,7 +278,7 @@ class SkinService:
             return await self._rejected(err, request, request_id)
         return Response(png, media_type="image/png", headers={"X-Condition": shown, "X-Request-Id": request_id})
 
-    @app.get("/model", responses=responses_for("ModelInfo"))
+    @app.get("/model", responses=responses_for(ModelInfo))
     async def model_info(self) -> JSONResponse:
         """The model in service: name, version, labels, thresholds, preprocessing, metrics, runtime in use."""
         await self._resolve_runtime()
@@ -294,6 +323,16 @@ class SkinService:
         except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
             return await self._rejected(err, request, request_id)
         return JSONResponse(scored.analysis.model_dump(mode="json"))
+
+    async def _catalog_call(self, request: Request, call) -> JSONResponse:
+        request_id = str(uuid.uuid4())
+        try:
+            await self._admitted_client(request)
+            body = await read_body(request, MAX_BODY_BYTES)
+            answer = await anyio.to_thread.run_sync(call, body)  # a database query: never on the event loop
+        except Exception as err:  # noqa: BLE001 - every failure becomes a JSON answer; none kills the worker
+            return await self._rejected(err, request, request_id)
+        return JSONResponse(answer.model_dump(mode="json"))
 
     async def _admitted_client(self, request: Request) -> str | None:
         """The client's id (its key's fingerprint) once its token and its rate limit let it in."""

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from skinserve.catalog.commands import catalog_app
 from skinserve.config import Settings, redacted_url
 from skinserve.console import fail
 from skinserve.errors import SkinserveError
@@ -19,6 +20,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Synthesise, read, split, down
 db_app = typer.Typer(no_args_is_help=True, help="Manage the registry schema (Alembic).")
 app.add_typer(data_app, name="data")
 app.add_typer(db_app, name="db")
+app.add_typer(catalog_app, name="catalog")
 
 
 @data_app.command("synth")
@@ -127,6 +129,8 @@ def data_summary(as_json: Annotated[bool, typer.Option("--json")] = False) -> No
         typer.echo(f"  source {source}: {count}")
     for condition, levels in sorted(summary["labels"].items()):
         typer.echo(f"  {condition:20s} " + "  ".join(f"{k}={v}" for k, v in sorted(levels.items())))
+    if summary["skin_types"]:
+        typer.echo(f"  {'skin types':20s} " + "  ".join(f"{k}={v}" for k, v in sorted(summary["skin_types"].items())))
 
 
 @data_app.command("download")

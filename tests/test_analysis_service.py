@@ -11,9 +11,12 @@ import pytest
 from PIL import Image
 
 from loadtests.models import build_model_store
+from skinserve.db import migrate
+from skinserve.db.engine import create_registry_engine
 from skinserve.labels import CONDITIONS, SHINE_SEVERITY_WORDS, SKIN_TYPES
 from skinserve.serve.process import start_service
 
+from .catalog_data import ingest_all
 from .photos import CHINA, FLOWER, GRACE_HOPPER
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
@@ -41,8 +44,19 @@ def server_env(tmp_path_factory, store, postgres_url, **settings: str) -> tuple[
 
 
 @pytest.fixture(scope="module")
-def warn(tmp_path_factory, store, postgres_url):
-    env, workdir = server_env(tmp_path_factory, store, postgres_url)
+def catalog_url(tmp_path_factory) -> str:
+    """The fixture catalog (Sephora, Skincare Products Clean, COSING) in a database of its own."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('catalog') / 'catalog.db'}"
+    migrate.upgrade(url)
+    engine = create_registry_engine(url)
+    ingest_all(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def warn(tmp_path_factory, store, postgres_url, catalog_url):
+    env, workdir = server_env(tmp_path_factory, store, postgres_url, SKINSERVE_CATALOG_DATABASE_URL=catalog_url)
     running = start_service(env, workdir / "server.log")
     yield running
     running.stop()
@@ -149,7 +163,8 @@ def test_the_shine_infer_contract(warn):
     assert body["metadata"]["skinType"] in SKIN_TYPES
     assert body["metadata"]["imageQuality"] in ("good", "fair", "poor")
     assert body["metadata"]["lightingCondition"] in ("good", "dark", "bright")
-    assert isinstance(body["recommendations"], list)
+    for product in body["recommendations"]:  # from the catalog, for the conditions found
+        assert {"product", "reason", "product_id", "conditions"} <= set(product)
     no_regions = post(warn, "/infer", GRACE_HOPPER, params={"regions": "false"}).json()
     assert no_regions["region_concerns"] is None
 
@@ -158,3 +173,24 @@ def test_the_model_route_says_what_the_model_can_answer(warn):
     info = httpx.get(f"{warn.url}/model", timeout=30).json()
     assert info["skin_types"] == list(SKIN_TYPES) and info["regions"] is True and info["face_check"] == "warn"
     assert info["face_crop_margin"] is None  # trained on whole images: served on whole images
+
+
+def test_recommendations_and_ingredient_analysis_come_from_the_catalog(warn):
+    asked = {"conditions": [{"name": "acne", "severity": "moderate"}], "skin_type": "oily", "limit": 3}
+    answer = httpx.post(f"{warn.url}/api/v1/ml/recommend", json=asked, timeout=60)
+    assert answer.status_code == 200, answer.text
+    products = answer.json()["products"]
+    assert products and all(any(r["condition"] == "acne" for r in p["reasons"]) for p in products)
+    label = {"ingredients": "Aqua (Water), Niacinamide, Zinc PCA, Salicylic Acid*"}
+    analysed = httpx.post(f"{warn.url}/api/v1/ingredients/analyze", json=label, timeout=60).json()
+    kinds = {i["name"]: i["match"]["kind"] for i in analysed["ingredients"]}
+    assert kinds and set(kinds.values()) <= {"exact", "synonym", "fuzzy", "none"}
+    bad = httpx.post(f"{warn.url}/api/v1/ml/recommend", json={"conditions": "acne"}, timeout=60)
+    assert bad.status_code == 422 and bad.json()["code"] == "invalid_input"
+
+
+def test_without_a_catalog_recommend_is_503_no_catalog_and_infer_still_answers(enforce):
+    asked = {"conditions": [{"name": "acne", "severity": "mild"}]}
+    answer = httpx.post(f"{enforce.url}/api/v1/ml/recommend", json=asked, timeout=60)
+    assert answer.status_code == 503 and answer.json()["code"] == "no_catalog"
+    assert post(enforce, "/infer", GRACE_HOPPER).json()["recommendations"] == []

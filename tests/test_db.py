@@ -21,6 +21,7 @@ SEED_TABLES = {
     "model_training_metrics",
     "prediction_logs",
 }
+CATALOG_TABLES = {"products", "ingredients", "product_ingredients", "reviews", "catalog_settings"}  # test_catalog_db.py
 SEED_INDEXES = {
     ("ml_training_images", "idx_training_images_source", ("dataset_source",)),
     ("skin_condition_labels", "idx_condition_labels_type", ("condition_type",)),
@@ -34,7 +35,7 @@ def test_upgrade_creates_exactly_the_seed_tables_and_indexes(registry_engine):
     inspector = inspect(registry_engine)
     # Postgres lists prediction_logs' day and default partitions as tables of their own (tests/test_partitions.py).
     tables = {t for t in inspector.get_table_names() if not t.startswith("prediction_logs_")}
-    assert tables == SEED_TABLES | {"alembic_version"}
+    assert tables == SEED_TABLES | CATALOG_TABLES | {"alembic_version"}
     found = {
         (table, index["name"], tuple(index["column_names"]))
         for table in SEED_TABLES

@@ -1,4 +1,5 @@
-"""Reader for image-folder sets: `<root>/<label>/*.jpg`, where the label is a skin type, a condition or `healthy`."""
+"""Reader for image-folder sets: `<root>/<label>/*.jpg`, where the label is a skin type, a condition or `healthy`;
+`<root>/{train,valid,test}/<label>/*.jpg` keeps the publisher's split in each record's `split` metadata."""
 
 from __future__ import annotations
 
@@ -18,15 +19,23 @@ from skinserve.labels import (
 )
 
 LabelKind = Literal["auto", "skin_type", "condition", "fitzpatrick"]
+# Published split folder names -> the project's split names (skinserve.data.split.SPLITS).
+SPLIT_FOLDERS = {"train": "train", "training": "train", "valid": "val", "validation": "val", "val": "val"}
+SPLIT_FOLDERS |= {"test": "test", "testing": "test"}
 
 
 def read_image_folder(root: Path, label_kind: LabelKind = "auto") -> ReadResult:
     """One record per image under a label folder; what the label means is detected from the folder names."""
     root = Path(root)
     result = ReadResult(root=root)
-    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    kind = _detect_kind([f.name for f in folders], root) if label_kind == "auto" else label_kind
-    for folder in folders:
+    folders = _subfolders(root)
+    if folders and all(f.name.lower() in SPLIT_FOLDERS for f in folders):
+        labelled = [(f, SPLIT_FOLDERS[split.name.lower()]) for split in folders for f in _subfolders(split)]
+    else:
+        labelled = [(f, None) for f in folders]
+    names = sorted({f.name for f, _ in labelled})
+    kind = _detect_kind(names, root) if label_kind == "auto" else label_kind
+    for folder, split in labelled:
         for image in sorted(p for p in folder.rglob("*") if is_image_file(p)):
             rel = relative_name(image, root)
             try:
@@ -34,6 +43,9 @@ def read_image_folder(root: Path, label_kind: LabelKind = "auto") -> ReadResult:
             except LabelError as err:
                 result.problems.append(Problem(err.source, err.reason))
                 continue
+            metadata = {"label": folder.name, "label_kind": kind}
+            if split is not None:
+                metadata |= {"split": split, "published_split": folder.parent.name}
             result.records.append(
                 ImageRecord(
                     path=image,
@@ -41,12 +53,16 @@ def read_image_folder(root: Path, label_kind: LabelKind = "auto") -> ReadResult:
                     targets=targets,
                     group_id=Path(rel).with_suffix("").as_posix(),
                     source_format="folder",
-                    metadata={"label": folder.name, "label_kind": kind},
+                    metadata=metadata,
                 )
             )
     if not result.records and not result.problems:
         result.problems.append(Problem(str(root), "no images found under <label>/ folders"))
     return result
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _detect_kind(names: list[str], root: Path) -> str:

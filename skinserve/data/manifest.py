@@ -1,10 +1,12 @@
-"""Reader for CSV manifests: a `path` column plus label columns, one row per image."""
+"""Reader for CSV manifests: a `path` column plus label columns, one row per image; or a published layout with a
+documented column mapping (skinserve.data.mappings: UniData's facial skin condition metadata)."""
 
 from __future__ import annotations
 
 import csv
 from pathlib import Path
 
+from skinserve.data.mappings import ColumnMapping, mapped_rows, mapping_for
 from skinserve.data.records import ImageRecord, Problem, ReadResult
 from skinserve.labels import (
     CONDITIONS,
@@ -41,6 +43,10 @@ def read_csv_manifest(manifest: Path) -> ReadResult:
     with manifest.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = [c.strip() for c in reader.fieldnames or []]
+        mapping = mapping_for(columns)
+        if mapping is not None:  # a published layout with its own column names (skinserve.data.mappings)
+            _read_mapped(reader, mapping, root, manifest.name, result)
+            return result
         if PATH_COLUMN not in columns:
             result.problems.append(Problem(manifest.name, f"no {PATH_COLUMN!r} column (columns: {columns})"))
             return result
@@ -52,6 +58,20 @@ def read_csv_manifest(manifest: Path) -> ReadResult:
             except LabelError as err:
                 result.problems.append(Problem(err.source, err.reason))
     return result
+
+
+def _read_mapped(reader: csv.DictReader, mapping: ColumnMapping, root: Path, name: str, result: ReadResult) -> None:
+    for line, row in enumerate(reader, start=2):
+        where = f"{name}:{line}"
+        images = mapped_rows(row, mapping, root)
+        if not images:
+            result.problems.append(Problem(where, f"no image for this row ({mapping.name}: no image column, no "
+                                                  f"{' or '.join(mapping.image_folders)} folder)"))  # fmt: skip
+        for mapped in images:
+            try:
+                result.records.append(_record_from_row(mapped | {"column_mapping": mapping.name}, root, where))
+            except LabelError as err:
+                result.problems.append(Problem(err.source, err.reason))
 
 
 def _record_from_row(row: dict[str, str], root: Path, where: str) -> ImageRecord:

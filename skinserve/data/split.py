@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,9 +66,13 @@ def split_dataset(
 ) -> DatasetSplit:
     """Assign whole groups to splits, stratum by stratum, so each condition x severity cell is spread 70/15/15.
 
+    A set the publisher ships already split (every record's `split` metadata set by its reader) keeps that split.
     Written by hand: scikit-learn's StratifiedGroupKFold makes k equal folds, which cannot express 70/15/15
     on cells of five groups; this allocates each cell by largest remainder and keeps a group on one side.
     """
+    published = published_split(records, seed)
+    if published is not None:
+        return published
     if abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) < 0:
         raise ValueError(f"split ratios must be non-negative and sum to 1, got {ratios}")
     groups: dict[str, list[ImageRecord]] = defaultdict(list)
@@ -93,6 +97,28 @@ def split_dataset(
             for record in groups[group_ids[index]]:
                 assignments[record.relpath] = split
     return DatasetSplit(dataset_fingerprint(records), seed, tuple(ratios), assignments)
+
+
+def published_split(records: list[ImageRecord], seed: int = 0) -> DatasetSplit | None:
+    """The publisher's split, when every record carries one; a set shipped without `val` gets 15% of train as val."""
+    marked = [r.metadata.get("split") for r in records]
+    if not records or all(m is None for m in marked):
+        return None
+    if any(m is None for m in marked) or not set(marked) <= set(SPLITS):
+        unmarked = sum(m is None for m in marked)
+        raise ValueError(
+            f"{unmarked} of {len(records)} records carry no published split (or an unknown one: "
+            f"{sorted(set(marked) - set(SPLITS) - {None})}): a set is either split by its publisher or not at all"
+        )
+    assignments = {r.relpath: str(r.metadata["split"]) for r in records}
+    if "val" not in assignments.values():
+        train = [replace(r, metadata={k: v for k, v in r.metadata.items() if k != "split"}) for r in records]
+        train = [r for r in train if assignments[r.relpath] == "train"]
+        carved = split_dataset(train, seed=seed, ratios=(0.85, 0.15, 0.0))
+        assignments |= carved.assignments
+    counts = Counter(assignments.values())
+    ratios = tuple(round(counts.get(name, 0) / len(records), 4) for name in SPLITS)
+    return DatasetSplit(dataset_fingerprint(records), seed, ratios, assignments)  # type: ignore[arg-type]
 
 
 def _group_stratum(members: list[ImageRecord]) -> str:

@@ -7,11 +7,11 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from skinserve.db.models import ConditionLabelRow, TrainingImage
+from skinserve.db.models import ConditionLabelRow, SubjectMetadata, TrainingImage
 
 
 def registry_summary(engine: Engine) -> dict[str, Any]:
-    """Image counts per source and label counts per condition and severity level."""
+    """Image counts per source, label counts per condition and severity level, images per skin type."""
     with Session(engine) as session:
         per_source = dict(
             session.execute(
@@ -23,10 +23,18 @@ def registry_summary(engine: Engine) -> dict[str, Any]:
                 ConditionLabelRow.condition_type, ConditionLabelRow.severity_level
             )
         ).all()
+        skin_types = dict(
+            session.execute(
+                select(SubjectMetadata.skin_type, func.count())
+                .where(SubjectMetadata.skin_type.is_not(None))
+                .group_by(SubjectMetadata.skin_type)
+            ).all()
+        )
     conditions: dict[str, dict[str, int]] = {}
     for condition, severity, count in per_label:
         conditions.setdefault(condition, {})[severity or "unknown"] = count
-    return {"images": sum(per_source.values()), "per_source": per_source, "labels": conditions}
+    images = sum(per_source.values())
+    return {"images": images, "per_source": per_source, "labels": conditions, "skin_types": skin_types}
 
 
 def add_training_metrics(engine: Engine, **columns: Any) -> int:

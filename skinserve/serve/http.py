@@ -82,12 +82,12 @@ def _bentoml_status(err: Exception) -> int | None:
     return int(getattr(code, "value", code)) if code is not None else None
 
 
-def responses_for(schema: str) -> dict:
-    """OpenAPI documentation of a route's answers: the pydantic model on 200, and per error status the codes that
-    come with it (from skinserve.errors.ERROR_CODES)."""
+def responses_for(answer: type | None) -> dict:
+    """OpenAPI documentation of a route's answers: the pydantic model on 200 (when given), and per error status the
+    codes that come with it (from skinserve.errors.ERROR_CODES)."""
     from skinserve.serve import schemas
 
-    answers: dict[int | str, dict[str, Any]] = {200: {"model": getattr(schemas, schema), "description": "the answer"}}
+    answers: dict[int | str, dict[str, Any]] = {200: {"model": answer, "description": "the answer"}} if answer else {}
     by_status: dict[int, list[str]] = {}
     for code, (status, meaning) in ERROR_CODES.items():
         by_status.setdefault(status, []).append(f"`{code}`: {meaning}")

@@ -60,6 +60,12 @@ class ServiceSettings(Settings):
     # preprocessing says with which margin), on with SKINSERVE_FACE_CROP_MARGIN whatever the training, or off.
     face_crop: Literal["auto", "on", "off"] = "auto"
     face_crop_margin: Annotated[float, Field(ge=0, le=2)] = DEFAULT_FACE_MARGIN
+    # The product catalog's database (`skinserve catalog ingest`); default: the registry, SKINSERVE_DATABASE_URL.
+    catalog_database_url: str = ""
+
+    @property
+    def catalog_url(self) -> str:
+        return self.catalog_database_url or self.database_url
 
     @field_validator("api_keys", "trusted_proxies", mode="before")
     @classmethod

@@ -11,7 +11,7 @@ the new key. Downgrade restores 0002's table (a serial id, numbered in created_a
 attached partitions; days detached by `skinserve db partitions` stay as tables of their own.
 
 Revision ID: 0004_prediction_log_partitions
-Revises: 0002_prediction_logs
+Revises: 0003_catalog
 Create Date: 2026-12-01
 """
 
@@ -24,7 +24,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from skinserve.db.partitions import DAY_FUNCTIONS, create_day
 
 revision = "0004_prediction_log_partitions"
-down_revision = "0002_prediction_logs"
+down_revision = "0003_catalog"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,1 @@
+"""The product catalog: published product, review and COSING files, ingredient analysis, recommendations."""

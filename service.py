@@ -84,8 +84,8 @@ predictions_counter = bentoml.metrics.Counter(
 )
 stage_cpu_counter = bentoml.metrics.Counter(
     name="skinserve_stage_cpu_seconds",
-    documentation="CPU seconds spent decoding uploads and in model calls; the rest of a worker's CPU is HTTP and "
-    "framework",
+    documentation="CPU seconds by stage: decode (uploads to model input), quality (the face and quality stage), "
+    "model (model calls); the rest of a worker's CPU is HTTP and framework",
     labelnames=["stage"],
 )
 rejections_counter = bentoml.metrics.Counter(
@@ -388,10 +388,14 @@ class SkinService:
 
     def _prepared(self, blob: bytes, keep_image: bool) -> PreparedUpload:
         started = time.thread_time()  # this worker thread's CPU: decode's own cost, whatever else runs beside it
+        quality_s = 0.0
         try:
-            return prepare_upload(blob, self.preprocessing, SETTINGS.limits, self.faces, keep_image)
+            upload = prepare_upload(blob, self.preprocessing, SETTINGS.limits, self.faces, keep_image)
+            quality_s = upload.quality_cpu_s
+            return upload
         finally:
-            stage_cpu_counter.labels(stage="decode").inc(time.thread_time() - started)
+            stage_cpu_counter.labels(stage="decode").inc(time.thread_time() - started - quality_s)
+            stage_cpu_counter.labels(stage="quality").inc(quality_s)
 
     async def _remote_logits(self, images: np.ndarray) -> np.ndarray:
         return await retried_once(self.model.to_async.predict, images)

@@ -8,6 +8,7 @@ import binascii
 import io
 import json
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -119,6 +120,7 @@ class PreparedUpload:
     window: tuple[float, float, float, float] | None = None  # the model input's square in the decoded image's pixels
     decoded_size: tuple[int, int] = (0, 0)  # the decoded, upright image's (possibly JPEG-reduced)
     image: Image.Image | None = None  # the decoded, upright image (kept only when asked: heatmaps need it)
+    quality_cpu_s: float = 0.0  # this thread's CPU in the face and quality stage (the rest of the call: decode)
 
     @property
     def suffix(self) -> str:
@@ -136,7 +138,9 @@ def prepare_upload(
     min_side = pre.resize_size * (FACE_CROP_DECODE_SCALE if cropping else 1)
     upload = decode_upload(data, limits, min_side=max(min_side, HEATMAP_MIN_SIDE) if keep_image else min_side)
     image = upload.image
+    started = time.thread_time()
     check = faces.inspect(image, (upload.width, upload.height)) if faces is not None else None
+    quality_cpu_s = time.thread_time() - started
     crop = None
     if cropping and check is not None and check.crop_box is not None:
         crop = crop_window(check.crop_box, image.size, faces.crop_margin)
@@ -154,6 +158,7 @@ def prepare_upload(
         input_window(image.size, pre, crop),
         image.size,
         image if keep_image else None,
+        quality_cpu_s,
     )
 
 

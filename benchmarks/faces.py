@@ -75,8 +75,10 @@ def photos() -> tuple[list[Photo], list[Photo], list[Photo]]:
     return shipped, lfw, synthetic
 
 
-def haar(side: int, cascade: str = "haarcascade_frontalface_default.xml", min_face: float = 0.2) -> Detect | None:
-    detector = FaceDetector(DetectorSettings(cascade=cascade, side=side, min_face=min_face))
+def haar(
+    side: int, cascade: str = "haarcascade_frontalface_default.xml", min_face: float = 0.2, scale_factor: float = 1.2
+) -> Detect | None:
+    detector = FaceDetector(DetectorSettings(cascade=cascade, side=side, min_face=min_face, scale_factor=scale_factor))
     return lambda image: len(detector.detect(image))
 
 
@@ -115,6 +117,9 @@ CANDIDATES: dict[str, Callable[[], Detect | None]] = {
     "haar default, 128 px": lambda: haar(128, min_face=0.15),
     "haar alt2, 112 px (used)": lambda: haar(112, "haarcascade_frontalface_alt2.xml", 0.15),
     "haar alt2, 128 px": lambda: haar(128, "haarcascade_frontalface_alt2.xml", 0.15),
+    "haar alt2, 112 px, step 1.3": lambda: haar(112, "haarcascade_frontalface_alt2.xml", 0.15, 1.3),
+    "haar alt2, 128 px, step 1.3": lambda: haar(128, "haarcascade_frontalface_alt2.xml", 0.15, 1.3),
+    "haar alt2, 96 px, step 1.3": lambda: haar(96, "haarcascade_frontalface_alt2.xml", 0.15, 1.3),
     "mediapipe short-range": lambda: mediapipe(0),
     "mediapipe full-range": lambda: mediapipe(1),
     "dlib hog, 320 px": lambda: dlib_hog(320, 0),

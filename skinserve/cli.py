@@ -370,7 +370,11 @@ def _register_stage_commands() -> None:
     from importlib.metadata import entry_points
 
     for entry in entry_points(group=STAGE_COMMANDS):
-        app.command(entry.name)(entry.load())  # each stage's cli module imports its heavy parts inside the command
+        try:
+            command = entry.load()  # each stage's cli module imports its heavy parts inside the command
+        except ImportError:
+            continue  # declared by an installed distribution, but not importable here (a Bento ships the library)
+        app.command(entry.name)(command)
 
 
 _register_stage_commands()

@@ -52,6 +52,9 @@ class QualitySettings(EnvSettings):
     min_sharpness: Annotated[float, Field(ge=0)] = 100.0
     sharpness_side: Annotated[int, Field(ge=8)] = 96
     detect_side: Annotated[int, Field(ge=24)] = DetectorSettings.side  # the grey copy the cascade scans
+    # The step between the window sizes the cascade scans: 1.3 costs 37% less than 1.2 and found 97 of 100 LFW
+    # faces against 98, 11 of 20 synthetic faces against 14 (python benchmarks/faces.py).
+    detect_step: Annotated[float, Field(gt=1, le=2)] = DetectorSettings.scale_factor
 
     @model_validator(mode="after")
     def _brightness_bounds_in_order(self) -> QualitySettings:
@@ -61,7 +64,7 @@ class QualitySettings(EnvSettings):
 
     @property
     def detector(self) -> DetectorSettings:
-        return DetectorSettings(side=self.detect_side)
+        return DetectorSettings(side=self.detect_side, scale_factor=self.detect_step)
 
 
 # --- Answer models ---------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -145,40 +146,56 @@ def queue_images(client: httpx.Client) -> float | None:
     return None
 
 
-def open_loop(url: str, image: bytes, rate: float, seconds: float) -> dict:
-    """`rate` requests/s for `seconds`, each answered or not in its own time; status counts, latency and queue."""
-    records: list[tuple[float, int]] = []
-    queue: list[float] = []
+def send_open_loop(
+    url: str, image: bytes, rate: float, seconds: float, sample: Callable[[float], None], every_s: float
+) -> list[tuple[float, float, int]]:
+    """`rate` requests/s for `seconds`, each answered in its own time (an open loop: a slow answer delays no later
+    request); `sample(seconds from start)` every `every_s` meanwhile. (sent at, latency, status) per request."""
+    records: list[tuple[float, float, int]] = []
     lock = threading.Lock()
     local = threading.local()
     start = time.monotonic()
 
-    def send() -> None:
+    def send(at: float) -> None:
         if not hasattr(local, "client"):
             local.client = httpx.Client(base_url=url, timeout=60)
         latency, status = one_request(local.client, image)
         with lock:
-            records.append((latency, status))
+            records.append((at, latency, status))
 
-    def sample_queue() -> None:
-        with httpx.Client(base_url=url, timeout=10) as client:
-            while time.monotonic() - start < seconds:
-                value = queue_images(client)
-                if value is not None:
-                    queue.append(value)
-                time.sleep(1)
+    def sampler() -> None:
+        while (elapsed := time.monotonic() - start) < seconds:
+            sample(elapsed)
+            time.sleep(every_s)
 
-    sampler = threading.Thread(target=sample_queue, daemon=True)
-    sampler.start()
+    thread = threading.Thread(target=sampler, daemon=True)
+    thread.start()
     with ThreadPoolExecutor(max_workers=256) as pool:
         n = 0
         while (at := n / rate) < seconds:
             delay = start + at - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            pool.submit(send)
+            pool.submit(send, at)
             n += 1
-    sampler.join()
+    thread.join()
+    return records
+
+
+def open_loop(url: str, image: bytes, rate: float, seconds: float) -> dict:
+    """`rate` requests/s for `seconds`: status counts, latency of the answered, and the service's queue."""
+    queue: list[float] = []
+
+    with httpx.Client(base_url=url, timeout=10) as metrics:
+
+        def sample_queue(_: float) -> None:
+            value = queue_images(metrics)
+            if value is not None:
+                queue.append(value)
+
+        records = [
+            (latency, status) for _, latency, status in send_open_loop(url, image, rate, seconds, sample_queue, 1.0)
+        ]
     answered = np.array([latency for latency, status in records if status == 200]) * 1e3
     statuses = [status for _, status in records]
     return {
@@ -244,35 +261,8 @@ def measure_capacity(url: str, image: bytes, users: int, seconds: float) -> floa
 
 def soak(url: str, pid: int, image: bytes, rate: float, seconds: float, window_s: float) -> list[dict]:
     """Open loop at `rate` req/s; per window: requests, errors, latencies, and the server tree's RSS (max)."""
-    records: list[tuple[float, float, int]] = []  # sent (s from start), latency, status
     memory: list[tuple[float, int]] = []
-    lock = threading.Lock()
-    local = threading.local()
-    start = time.monotonic()
-
-    def send(at: float) -> None:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(base_url=url, timeout=60)
-        latency, status = one_request(local.client, image)
-        with lock:
-            records.append((at, latency, status))
-
-    def sample_memory() -> None:
-        while time.monotonic() - start < seconds:
-            memory.append((time.monotonic() - start, tree_rss(pid)))
-            time.sleep(2)
-
-    sampler = threading.Thread(target=sample_memory, daemon=True)
-    sampler.start()
-    with ThreadPoolExecutor(max_workers=64) as pool:
-        n = 0
-        while (at := n / rate) < seconds:
-            delay = start + at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            pool.submit(send, at)
-            n += 1
-    sampler.join()
+    records = send_open_loop(url, image, rate, seconds, lambda at: memory.append((at, tree_rss(pid))), 2.0)
     windows = []
     for w in range(int(np.ceil(seconds / window_s))):
         lo, hi = w * window_s, (w + 1) * window_s

@@ -50,7 +50,9 @@ def warm_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
 
 def load_served_model(export_dir: Path | str, settings: ServiceSettings) -> ServedModel:
     """Open the export (hashes checked), then run every warm-up batch size once before reporting ready."""
-    model = load_exported_model(Path(export_dir), settings.runtime, threads=settings.ort_threads)
+    model = load_exported_model(
+        Path(export_dir), settings.runtime, fmt=settings.artifact_format, threads=settings.ort_threads
+    )
     size = model.manifest.preprocess.input_size
     rng = np.random.default_rng(0)
     warmed = warm_batch_sizes(settings.max_batch_size)

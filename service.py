@@ -14,6 +14,7 @@ Settings come from `SKINSERVE_*` variables (`serve.settings`).
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from datetime import UTC, datetime
@@ -36,6 +37,7 @@ from skinserve.serve.model import (
     retried_once,
     unpack_logits,
 )
+from skinserve.serve.offload import offloaded_prediction
 from skinserve.serve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
 from skinserve.serve.schemas import Analysis, BatchAnalysis, Batching, ModelInfo, ModelRef, Timings, UploadInfo
 from skinserve.serve.settings import ServiceSettings
@@ -85,6 +87,11 @@ class ModelService:
 
     def __init__(self) -> None:
         self.served: ServedModel = load_served_model(self.stored.path, SETTINGS)  # checks hashes, warms up
+        self.decoder = None  # JPEGs decoded here in batches (nvJPEG), when SKINSERVE_GPU_DECODE allows
+        if SETTINGS.model_decodes_jpeg:
+            from skinserve.modeling.gpu_decode import jpeg_decoder  # torch: the model worker's, never an API worker's
+
+            self.decoder = jpeg_decoder(self.served.model.manifest.preprocess, SETTINGS.gpu_decode)
 
     @bentoml.api(
         batchable=SETTINGS.batching,
@@ -95,12 +102,24 @@ class ModelService:
         """Normalised NCHW float32 in; [N, 7 + 28 + 1] out: condition logits, severity logits, batch size."""
         return packed_prediction(self.served.model, images, observe_model_call)
 
+    @bentoml.api(
+        batchable=SETTINGS.batching,
+        max_batch_size=max(2, SETTINGS.max_batch_size),
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def predict_jpeg(self, blobs: list[bytes]) -> np.ndarray:
+        """Plain JPEG bytes in, decoded here; rows as `predict`'s, the batch size NOT_DECODED where it could not."""
+        from skinserve.modeling.gpu_decode import packed_jpeg_prediction
+
+        return packed_jpeg_prediction(self.served.model, self.decoder, blobs, observe_model_call)
+
     @bentoml.api
     def describe(self) -> dict:
         return {
             "runtime": self.served.model.runtime,
             "artifact": self.served.model.artifact,
             "warmed_batch_sizes": list(self.served.warmed),
+            "jpeg_decode": None if self.decoder is None else str(self.decoder.device),
         }
 
 
@@ -126,6 +145,7 @@ class SkinService:
         self.writer.start()
         self.local = LocalModel(self.stored.path, SETTINGS, observe_model_call) if SETTINGS.model_in_process else None
         self.runtime: str | None = self.local.runtime if self.local else None
+        self.jpeg_decode: str | None = None  # where the model service decodes JPEGs (describe), if it does
 
     @bentoml.on_shutdown
     def flush_log(self) -> None:
@@ -175,6 +195,7 @@ class SkinService:
                 model_copies=len(self.local.copies) if self.local else None,
                 max_batch_size=SETTINGS.max_batch_size,
                 max_latency_ms=SETTINGS.max_latency_ms,
+                jpeg_decode=self.jpeg_decode,
             ),
         )
         return JSONResponse(info.model_dump(mode="json"))
@@ -192,10 +213,16 @@ class SkinService:
     async def _analyse(self, blobs: list[bytes], request_id: str, client: str | None, route: str) -> list[Analysis]:
         await self._resolve_runtime()
         started = time.perf_counter()
-        uploads = [await anyio.to_thread.run_sync(self._prepared, blob) for blob in blobs]
-        decoded = time.perf_counter()
-        packed = await self._logits(np.stack([u.array for u in uploads]))
-        inferred = time.perf_counter()
+        if self.jpeg_decode:  # separate placement: plain JPEGs travel as bytes, decoded by the model service
+            jpeg = functools.partial(retried_once, self.model.to_async.predict_jpeg)
+            offloaded = await offloaded_prediction(blobs, SETTINGS.limits, self._prepared, jpeg, self._logits)
+            uploads, packed = offloaded.uploads, offloaded.packed
+            decoded, inferred = started + offloaded.checked_s, time.perf_counter()
+        else:
+            uploads = [await anyio.to_thread.run_sync(self._prepared, blob) for blob in blobs]
+            decoded = time.perf_counter()
+            packed = await self._logits(np.stack([u.array for u in uploads]))
+            inferred = time.perf_counter()
         conditions, severity, batch_sizes = unpack_logits(np.asarray(packed))
         results = []
         scored = decode(conditions, severity, self.manifest.thresholds)
@@ -231,7 +258,8 @@ class SkinService:
 
     async def _resolve_runtime(self) -> None:
         if self.runtime is None:  # the model service's runtime, asked once
-            self.runtime = (await self.model.to_async.describe())["runtime"]
+            described = await self.model.to_async.describe()
+            self.runtime, self.jpeg_decode = described["runtime"], described.get("jpeg_decode")
 
     def _log(self, result: Analysis, upload: PreparedUpload, client: str | None, route: str) -> None:
         if self.storage is not None:

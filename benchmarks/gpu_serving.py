@@ -1,7 +1,7 @@
 """The GPU serving benchmark, end to end in one device call: skinserve (separate placement, nvJPEG) against the peer.
 
     python3 benchmarks/gpu_serving.py [--out DIR] [--wheels .whl] [--peer .peer/plain_bento] [--users 64,256,1024]
-                                      [--seconds 15] [--api-workers 8] [--locust-processes 6] [--work DIR]
+                                      [--seconds 10] [--api-workers 8] [--locust-processes 6] [--work DIR]
     python3 benchmarks/gpu_serving.py --dry-run --out DIR      # the same script on a CPU, tiny sizes (the tests)
 
 In order: installs the carried wheels (what the device image lacks: bentoml, locust and the service's own
@@ -94,7 +94,7 @@ DEVICE = Plan(
     peer_max_latency_ms=2000,
     batch_sizes="1,32,128",
     users="64,256,1024",
-    seconds=15,
+    seconds=10,
     locust_processes=6,
 )
 DRY = Plan(
@@ -128,7 +128,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--peer", type=Path, help="The plain peer's folder (default: as benchmarks/serving.py).")
     parser.add_argument("--dry-run", action="store_true", help="On a CPU with tiny sizes: checks the whole script.")
     parser.add_argument("--users", help="Levels of concurrent users (default: 64,256,1024; dry: 2,4).")
-    parser.add_argument("--seconds", type=int, help="Seconds of load per level (default: 15; dry: 3).")
+    parser.add_argument("--seconds", type=int, help="Seconds of load per level (default: 10; dry: 3).")
     parser.add_argument("--api-workers", type=int, help="skinserve API workers (default: 8; dry: 2).")
     parser.add_argument("--locust-processes", type=int, help="Locust processes (default: 6; dry: 1).")
     return parser.parse_args(argv)
@@ -317,23 +317,34 @@ def main(argv: list[str] | None = None) -> int:
     work = (args.work or Path(tempfile.mkdtemp(prefix="skinserve-gpu-bench-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    report: dict[str, Any] = {"dry_run": args.dry_run, "plan": asdict(plan), "machine": machine(plan)}
+    report: dict[str, Any] = {"dry_run": args.dry_run, "plan": asdict(plan), "machine": machine(plan), "steps": {}}
     print(f"machine: {report['machine']}", flush=True)
+
+    def step_done(name: str) -> None:
+        """Each step's time, and the report so far saved: a run stopped at the device's limit still brings back
+        what it measured."""
+        report["steps"][name] = round(time.monotonic() - started, 1)
+        (args.out / "gpu_serving.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+        print(f"[{report['steps'][name]:7.1f} s] {name} done", flush=True)
 
     from benchmarks import serving
 
     home, export_dir = built_model(work, plan)
+    step_done("model")
     report["raw"] = raw_rows(export_dir, plan, work)
+    step_done("raw")
     served = serving_args(args, plan, home, work)
     served.out.mkdir(parents=True, exist_ok=True)
     served.database_url = serving.migrated_database(served)
     images = serving.image_folder(served)
     report["pixels"] = pixel_check(export_dir, images, plan)
     print(f"decode on the model worker against the CPU path: {report['pixels']}", flush=True)
+    step_done("pixels")
     rows = serving.sweep(served, home, images, [int(u) for u in served.users.split(",")])
     levels = level_report(rows, plan.config)
     report |= {"levels": levels, "sweep": rows, "targets": TARGETS, "seconds": time.monotonic() - started}
     report["machine"]["loadavg_after"] = list(os.getloadavg())
+    step_done("sweep")
     text = "\n\n".join(
         [
             f"{plan.backbone} {plan.img_size} px, skinserve {plan.config} on {plan.runtime}, decode "

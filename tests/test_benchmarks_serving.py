@@ -16,13 +16,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PEER = Path(os.environ.get("SKINSERVE_PLAIN_PEER") or REPO.parent / "shared" / "baselines" / "plain_bento")
 
-pytestmark = [
-    pytest.mark.slow,  # trains a tiny model and serves three services under Locust
-    pytest.mark.skipif(
-        not (PEER / "service.py").is_file(),
-        reason=f"the plain BentoML peer is not at {PEER} (set SKINSERVE_PLAIN_PEER to its folder)",
-    ),
-]
+pytestmark = pytest.mark.slow  # trains a tiny model and serves it and the peer under Locust
+needs_peer = pytest.mark.skipif(
+    not (PEER / "service.py").is_file(),
+    reason=f"the plain BentoML peer is not at {PEER} (set SKINSERVE_PLAIN_PEER to its folder)",
+)
 
 
 def _script(name: str, *args: str, timeout: int = 1500) -> subprocess.CompletedProcess:
@@ -37,6 +35,7 @@ def _script(name: str, *args: str, timeout: int = 1500) -> subprocess.CompletedP
     )
 
 
+@needs_peer
 def test_serving_benchmark_measures_int8_fp32_and_the_peer_in_one_run(tmp_path):
     out = tmp_path / "bench"
     args = ["--backbone", "test_convnext", "--img-size", "64", "--users", "2", "--seconds", "2"]
@@ -64,6 +63,7 @@ def test_serving_benchmark_says_where_the_peer_is_missing(tmp_path):
     assert "no plain peer at" in done.stderr and "--peer DIR" in done.stderr
 
 
+@needs_peer
 def test_gpu_benchmark_dry_run_runs_the_device_script_end_to_end(tmp_path):
     out, work = tmp_path / "out", tmp_path / "work"
     done = _script("gpu_serving.py", "--dry-run", "--out", str(out), "--work", str(work), "--peer", str(PEER))

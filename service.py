@@ -15,6 +15,7 @@ Settings come from `SKINSERVE_*` variables (`serve.settings`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from skinserve.serve.model import (
     packed_prediction,
     retried_once,
 )
+from skinserve.serve.offload import offloaded_prediction
 from skinserve.serve.predlog import PredictionLogWriter, PredictionRow, WriterMetrics
 from skinserve.serve.quality import FaceStage, QualitySettings
 from skinserve.serve.queueing import ModelQueue
@@ -127,6 +129,11 @@ class ModelService:
 
     def __init__(self) -> None:
         self.served: ServedModel = load_served_model(self.stored.path, SETTINGS)  # checks hashes, warms up
+        self.decoder = None  # JPEGs decoded here in batches (nvJPEG), when SKINSERVE_GPU_DECODE allows
+        if SETTINGS.model_decodes_jpeg:
+            from skinserve.modeling.gpu_decode import jpeg_decoder  # torch: the model worker's, never an API worker's
+
+            self.decoder = jpeg_decoder(self.served.model.manifest.preprocess, SETTINGS.gpu_decode)
 
     @bentoml.api(
         batchable=SETTINGS.batching,
@@ -139,12 +146,24 @@ class ModelService:
         """Normalised NCHW float32 in; one packed row per image out (serve.model.OutputLayout): every output."""
         return packed_prediction(self.served.model, images, observe_model_call, self.served.layout)
 
+    @bentoml.api(
+        batchable=SETTINGS.batching,
+        max_batch_size=max(2, SETTINGS.max_batch_size),
+        max_latency_ms=SETTINGS.max_latency_ms,
+    )
+    def predict_jpeg(self, blobs: list[bytes]) -> np.ndarray:
+        """Plain JPEG bytes in, decoded here; rows as `predict`'s, the batch size NOT_DECODED where it could not."""
+        from skinserve.modeling.gpu_decode import packed_jpeg_prediction
+
+        return packed_jpeg_prediction(self.served.model, self.decoder, blobs, self.served.layout, observe_model_call)
+
     @bentoml.api
     def describe(self) -> dict:
         return {
             "runtime": self.served.model.runtime,
             "artifact": self.served.model.artifact,
             "warmed_batch_sizes": list(self.served.warmed),
+            "jpeg_decode": None if self.decoder is None else str(self.decoder.device),
         }
 
 
@@ -180,6 +199,7 @@ class SkinService:
                 self._remote_logits, None, SETTINGS.max_batch_size, budget_s, on_shed, queue_gauge.set
             )
         self.runtime: str | None = self.local.runtime if self.local else None
+        self.jpeg_decode: str | None = None  # where the model service decodes JPEGs (describe), if it does
         self.limiter = RateLimiter(SETTINGS.rate_limit, SETTINGS.rate_limit_storage) if SETTINGS.rate_limit else None
         self.proxies = parse_networks(SETTINGS.trusted_proxies)
         self.catalog = CatalogRoutes(create_registry_engine(SETTINGS.catalog_url))
@@ -302,6 +322,7 @@ class SkinService:
                 model_copies=len(self.local.copies) if self.local else None,
                 max_batch_size=SETTINGS.max_batch_size,
                 max_latency_ms=SETTINGS.max_latency_ms,
+                jpeg_decode=self.jpeg_decode,
             ),
         )
         return JSONResponse(info.model_dump(mode="json"))
@@ -355,10 +376,21 @@ class SkinService:
         if regions and not self.has_maps:
             raise NoMaps("this model was exported without class activation maps; it cannot answer regions")
         started = time.perf_counter()
-        uploads = await asyncio.gather(*(anyio.to_thread.run_sync(self._prepared, blob, keep_image) for blob in blobs))
-        decoded = time.perf_counter()
-        packed = await self.queue.submit(np.stack([u.array for u in uploads]))
-        inferred = time.perf_counter()
+        # Separate placement with JPEG decode in the model worker: plain JPEGs travel as bytes. Only when nothing
+        # here needs the decoded pixels: the face stage, regions and heatmaps do.
+        if self.jpeg_decode and self.faces is None and not regions and not keep_image:
+            jpeg = functools.partial(retried_once, self.model.to_async.predict_jpeg)
+            prepare = functools.partial(self._prepared, keep_image=False)
+            offloaded = await offloaded_prediction(blobs, SETTINGS.limits, prepare, jpeg, self.queue.submit)
+            uploads, packed = offloaded.uploads, offloaded.packed
+            decoded, inferred = started + offloaded.checked_s, time.perf_counter()
+        else:
+            uploads = await asyncio.gather(
+                *(anyio.to_thread.run_sync(self._prepared, blob, keep_image) for blob in blobs)
+            )
+            decoded = time.perf_counter()
+            packed = await self.queue.submit(np.stack([u.array for u in uploads]))
+            inferred = time.perf_counter()
         outputs, batch_sizes = self.layout.unpack(np.asarray(packed))
         scores = decode(outputs[OUTPUT_NAMES[0]], outputs[OUTPUT_NAMES[1]], self.manifest.thresholds)
         results = []
@@ -368,8 +400,8 @@ class SkinService:
                 model=self.model_ref,
                 **score,
                 skin_type=skin_type_answer(outputs, i, self.skin_types),
-                face=upload.check.face if upload.check else None,
-                quality=upload.check.quality if upload.check else None,
+                face=check.face if (check := getattr(upload, "check", None)) else None,
+                quality=check.quality if check else None,
                 regions=regions_answer(outputs, i, upload, self.manifest.thresholds) if regions else None,
                 batch_size=int(batch_sizes[i]),
                 image=UploadInfo(sha256=upload.sha256, width=upload.width, height=upload.height, bytes=upload.nbytes),
@@ -405,7 +437,8 @@ class SkinService:
 
     async def _resolve_runtime(self) -> None:
         if self.runtime is None:  # the model service's runtime, asked once
-            self.runtime = (await self.model.to_async.describe())["runtime"]
+            described = await self.model.to_async.describe()
+            self.runtime, self.jpeg_decode = described["runtime"], described.get("jpeg_decode")
 
     def _log(self, result: Analysis, upload: PreparedUpload, client: str | None, route: str) -> None:
         self.writer.submit(

@@ -1,18 +1,29 @@
-"""Serving speed in one run, same model, same images: raw runtime, decode alone, and the service batched and not.
+"""Serving speed in one run, same images, same levels: skinserve int8 and fp32 beside the plain BentoML peer.
 
-    python benchmarks/serving.py [--bento-home DIR --model-tag TAG | --checkpoint PT | --backbone NAME --img-size N]
+    python benchmarks/serving.py [--bento-home DIR --model-tag TAG | --checkpoint PT --calibration-data D
+                                  | --backbone NAME --img-size N] [--configs int8,fp32,peer]
                                  [--users 1,8,32,128] [--seconds 20] [--images DIR | --sizes 256 --formats jpeg]
+                                 [--peer DIR] [--peer-workers 2] [--peer-max-latency-ms 1000]
                                  [--placement inprocess|separate] [--api-workers N] [--model-copies 2]
-                                 [--model-workers 2]
-                                 [--ort-threads 1] [--max-batch-size 64]
+                                 [--model-workers 2] [--ort-threads 1] [--max-batch-size 64]
                                  [--max-latency-ms 10000] [--locust-processes 1] [--out runs/bench-serving]
 
-(a) the raw runtime at each batch size (no HTTP, no decode), (d) decode + preprocess alone on all cores, then the
-service (`bentoml serve`) with adaptive batching (b) and with batching off, max batch 1 (c), each swept over
-concurrent Locust users (closed loop, no wait) for --seconds a level. Per level it also records where the time
-went: the service's own answer `timings`, BentoML's /metrics (mean batch, time inside the model service) and the
-CPU seconds each process used. Without a model given it trains one epoch of --backbone from scratch on synthetic
-faces (its quality is irrelevant to speed) and exports ONNX. Prints a table and the ratios, saves JSON and a PNG.
+(a) the raw runtime at each batch size for each artifact (ONNX fp32 and int8; no HTTP, no decode), (d) decode +
+preprocess alone on all cores, then every service of --configs at once, measured in turn at each level of concurrent
+Locust users (closed loop, no wait, --seconds a level):
+- int8, fp32: skinserve (`bentoml serve service:SkinService`) running the export's onnx-int8 or onnx artifact
+  (SKINSERVE_MODEL_FORMAT), adaptive batching on; int8-unbatched, fp32-unbatched: the same with batching off.
+- peer: the plain BentoML service as BentoML's docs teach it (`../shared/baselines/plain_bento` beside the repo, or
+  --peer DIR / SKINSERVE_PLAIN_PEER): PIL decode, torch fp32 on the CPU, a batchable API. It builds its
+  efficientnet_b0 with random weights (timm, no download), so it needs no model store, only the venv's torch, timm
+  and bentoml, its PLAIN_* settings (PLAIN_DEVICE=cpu, --peer-workers, --peer-max-latency-ms, one torch thread per
+  worker) and a BentoML home of its own. It is served from its folder, never copied into this repo.
+Per level it records good answers/s (200s only) and errors for each, the skinserve ÷ peer and int8 ÷ fp32 ratios,
+and where the time went: the service's answer `timings`, BentoML's /metrics (mean batch; CPU in decode and in model
+calls), and the CPU seconds each process, Locust and everything else on the machine used (the box is shared: the
+`foreign` column and the load average before and after say how busy it was). Without a model given it trains one
+epoch of --backbone from scratch on synthetic faces (its quality is irrelevant to speed) and exports onnx and
+onnx-int8 (calibrated on those faces). Prints a table and the ratios, saves serving.json and serving.png.
 
 The defaults suit a CPU box, as measured on a 2-core one: the model inside each API worker (SKINSERVE_MODEL_PLACEMENT
 inprocess), one worker per core, two model copies in each (the worker that gets most keep-alive connections can
@@ -34,6 +45,7 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +56,35 @@ from loadtests.runner import LoadTestConfig, run_locust, service_timings, summar
 from skinserve.serve.process import running_service
 
 REPO = Path(__file__).resolve().parents[1]
+PEER_ENV = "SKINSERVE_PLAIN_PEER"
+DEFAULT_PEER = REPO.parent / "shared" / "baselines" / "plain_bento"
+PEER_TARGET = "service:Plain"
 
-CONFIGS = ("batched", "unbatched")
+
+@dataclass(frozen=True)
+class Config:
+    """One service under test: skinserve on one artifact (batched or not), or the plain peer."""
+
+    name: str
+    model_format: str | None = None  # skinserve's SKINSERVE_MODEL_FORMAT; None: the peer
+    batched: bool = True
+
+    @property
+    def peer(self) -> bool:
+        return self.model_format is None
+
+
+CONFIGS = {
+    c.name: c
+    for c in (
+        Config("int8", "onnx-int8"),
+        Config("fp32", "onnx"),
+        Config("aoti", "aoti"),  # the GPU's runtime (benchmarks/gpu_serving.py)
+        Config("peer"),
+        Config("int8-unbatched", "onnx-int8", batched=False),
+        Config("fp32-unbatched", "onnx", batched=False),
+    )
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,6 +93,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--bento-home", type=Path, help="A BentoML home whose store holds --model-tag.")
     parser.add_argument("--model-tag", default="skin-classifier:bench")
     parser.add_argument("--checkpoint", type=Path, help="Export this checkpoint instead of training one.")
+    parser.add_argument("--calibration-data", type=Path, help="The checkpoint's dataset: int8 calibrates on it.")
+    parser.add_argument("--configs", default="int8,fp32,peer", help=f"Services to measure: {', '.join(CONFIGS)}.")
+    parser.add_argument(
+        "--peer", type=Path, help=f"The plain peer's folder (default: ${PEER_ENV}, else {DEFAULT_PEER})."
+    )
+    parser.add_argument("--peer-workers", type=int, default=2, help="PLAIN_WORKERS of the peer.")
+    parser.add_argument("--peer-max-latency-ms", type=int, default=1000, help="PLAIN_MAX_LAT_MS of the peer.")
+    parser.add_argument("--peer-device", choices=("cpu", "cuda"), default="cpu", help="PLAIN_DEVICE of the peer.")
+    parser.add_argument("--runtime", default="auto", help="SKINSERVE_RUNTIME of skinserve.")
+    parser.add_argument("--gpus", type=int, default=0, help="SKINSERVE_GPUS (separate placement: the model's GPUs).")
+    parser.add_argument("--gpu-decode", default="auto", help="SKINSERVE_GPU_DECODE: auto, on, off or cpu.")
     parser.add_argument("--backbone", default="efficientnet_b0", help="timm backbone to train when none is given.")
     parser.add_argument("--img-size", type=int, default=224)
     parser.add_argument("--users", default="1,8,32,128", help="Concurrency levels of the sweep.")
@@ -74,6 +124,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.api_workers is None:
         args.api_workers = (os.cpu_count() or 1) if args.placement == "inprocess" else 1
+    unknown = sorted(set(args.configs.split(",")) - set(CONFIGS))
+    if unknown:
+        parser.error(f"unknown config(s) {', '.join(unknown)}; choose from {', '.join(CONFIGS)}")
+    args.configs = [CONFIGS[name] for name in args.configs.split(",")]
+    args.peer = args.peer or Path(os.environ.get(PEER_ENV) or DEFAULT_PEER)
+    if any(c.peer for c in args.configs) and not (args.peer / "service.py").is_file():
+        parser.error(f"no plain peer at {args.peer} (its service.py): pass --peer DIR, or leave peer out of --configs")
     return args
 
 
@@ -93,7 +150,18 @@ def prepared_model(args: argparse.Namespace) -> tuple[Path, Path]:
     if not (home / "models").is_dir():
         from loadtests.models import build_model_store
 
-        build_model_store(work, args.model_tag, args.backbone, args.img_size, checkpoint=args.checkpoint, quiet=False)
+        if args.checkpoint and not args.calibration_data:
+            raise SystemExit("--checkpoint needs --calibration-data (its dataset) for the int8 artifact")
+        build_model_store(
+            work,
+            args.model_tag,
+            args.backbone,
+            args.img_size,
+            checkpoint=args.checkpoint,
+            quiet=False,
+            formats="onnx,onnx-int8",
+            calibration_data=args.calibration_data,
+        )
     return home, stored_model_path(home, args.model_tag)
 
 
@@ -118,13 +186,15 @@ def image_folder(args: argparse.Namespace) -> Path:
 # --- (a) raw runtime and (d) decode --------------------------------------------------------------------------
 
 
-def raw_runtime(export_dir: Path, batch_sizes: list[int], sessions: int, threads: int) -> list[dict[str, Any]]:
+def raw_runtime(
+    export_dir: Path, batch_sizes: list[int], sessions: int, threads: int, fmt: str | None = None
+) -> list[dict[str, Any]]:
     """ExportedModel.predict on random normalised input, `sessions` models called side by side (ONNX Runtime
     releases the GIL), `threads` intra-op threads each, ~2 s per batch size: wall-clock images/s, and this
-    process's CPU ms per image (what the model costs, whatever else runs on the machine)."""
+    process's CPU ms per image (what the model costs, whatever else runs on the machine). `fmt`: the artifact."""
     from skinserve.runtime import load_exported_model
 
-    models = [load_exported_model(export_dir, "auto", threads=threads) for _ in range(sessions)]
+    models = [load_exported_model(export_dir, "auto", fmt=fmt, threads=threads) for _ in range(sessions)]
     side = models[0].manifest.preprocess.input_size
     rows = []
     for size in batch_sizes:
@@ -136,7 +206,8 @@ def raw_runtime(export_dir: Path, batch_sizes: list[int], sessions: int, threads
             runs = pool.map(_calls_for, models, [batch] * sessions, [2.0] * sessions)
             times = [t for calls in runs for t in calls]
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        row = {"runtime": models[0].runtime, "sessions": sessions, "threads": threads, "batch": size}
+        row = {"runtime": models[0].runtime, "format": fmt or models[0].artifact, "sessions": sessions}
+        row |= {"threads": threads, "batch": size}
         row |= {"median_ms": float(np.median(times)) * 1e3, "images_per_s": len(times) * size / wall}
         rows.append(row | {"cpu_ms_per_image": cpu * 1e3 / (len(times) * size)})
     return rows
@@ -176,12 +247,16 @@ def decode_alone(export_dir: Path, images: Path, threads: int, seconds: float = 
 # --- (b), (c): the service under Locust ----------------------------------------------------------------------
 
 
-def service_env(args: argparse.Namespace, home: Path, batched: bool) -> dict[str, str]:
+def service_env(args: argparse.Namespace, home: Path, config: Config) -> dict[str, str]:
     return {
         "BENTOML_HOME": str(home),
         "SKINSERVE_MODEL_PLACEMENT": args.placement,
         "SKINSERVE_MODEL_TAG": args.model_tag,
-        "SKINSERVE_MAX_BATCH_SIZE": str(args.max_batch_size if batched else 1),
+        "SKINSERVE_MODEL_FORMAT": str(config.model_format),
+        "SKINSERVE_RUNTIME": args.runtime,
+        "SKINSERVE_GPUS": str(args.gpus),
+        "SKINSERVE_GPU_DECODE": args.gpu_decode,
+        "SKINSERVE_MAX_BATCH_SIZE": str(args.max_batch_size if config.batched else 1),
         "SKINSERVE_MAX_LATENCY_MS": str(args.max_latency_ms),
         "SKINSERVE_API_WORKERS": str(args.api_workers),
         "SKINSERVE_ORT_THREADS": str(args.ort_threads),
@@ -203,21 +278,46 @@ def migrated_database(args: argparse.Namespace) -> str:
     return url
 
 
+def peer_env(args: argparse.Namespace, folder: Path) -> dict[str, str]:
+    """The peer's own settings (PLAIN_*: its service.py reads them) and a BentoML home of its own."""
+    home = folder / "bentoml"
+    home.mkdir(parents=True, exist_ok=True)
+    return {
+        "BENTOML_HOME": str(home),
+        "PLAIN_DEVICE": args.peer_device,
+        "PLAIN_WORKERS": str(args.peer_workers),
+        "PLAIN_MAX_LAT_MS": str(args.peer_max_latency_ms),
+        "PLAIN_THREADS": "1",  # one torch thread per worker, as skinserve's one ONNX Runtime thread per copy
+    }
+
+
 def sweep(args: argparse.Namespace, home: Path, images: Path, levels: list[int]) -> list[dict]:
-    """Both services up at once, measured in turn at each level (batched, then unbatched): slow drift in what
-    else the machine runs then lands on both alike instead of on one whole sweep."""
+    """Every service up at once, measured in turn at each level: slow drift in what else the machine runs then
+    lands on all of them alike instead of on one whole sweep."""
     rows: list[dict] = []
     with ExitStack() as stack:
         services = {}
-        for name in CONFIGS:
-            env = service_env(args, own_bentoml_home(home, args.out / name), name == "batched")
-            services[name] = stack.enter_context(running_service(env, args.out / name / "service.log"))
-            _warm_up(services[name].url, images)
+        for config in args.configs:
+            folder = args.out / config.name
+            if config.peer:
+                started = running_service(
+                    peer_env(args, folder), folder / "service.log", target=PEER_TARGET, folder=args.peer
+                )
+            else:
+                started = running_service(
+                    service_env(args, own_bentoml_home(home, folder), config), folder / "service.log"
+                )
+            services[config.name] = stack.enter_context(started)
+            _warm_up(services[config.name].url, images, "images" if config.peer else "image")
+        # What each skinserve service says it runs (runtime, artifact, placement, where JPEGs decode), once warm.
+        infos = {c.name: _model_info(services[c.name].url) for c in args.configs if not c.peer}
         for users in levels:
-            for name, service in services.items():
-                rows.append(measured_level(args, name, service, images, users))
+            for config in args.configs:
+                row = measured_level(args, config, services[config.name], images, users)
+                rows.append(row | {"model_info": infos.get(config.name)})
                 print(table(rows[-1:], header=len(rows) == 1), flush=True)
-    return sorted(rows, key=lambda r: (CONFIGS.index(r["config"]), r["users"]))
+    order = [c.name for c in args.configs]
+    return sorted(rows, key=lambda r: (order.index(r["config"]), r["users"]))
 
 
 def own_bentoml_home(store: Path, folder: Path) -> Path:
@@ -230,28 +330,57 @@ def own_bentoml_home(store: Path, folder: Path) -> Path:
     return home
 
 
-def measured_level(args: argparse.Namespace, name: str, service, images: Path, users: int) -> dict[str, Any]:
+def measured_level(args: argparse.Namespace, service_config: Config, service, images: Path, users: int) -> dict:
     """One closed-loop Locust run at `users`, with what the service, Locust and the machine spent meanwhile."""
+    name = service_config.name
     out = args.out / name / f"users{users:03d}"
     out.mkdir(parents=True, exist_ok=True)
-    config = LoadTestConfig(out, service.url, users, float(users), f"{args.seconds + 2}s", scenario="analyze")
+    scenario = "plain" if service_config.peer else "analyze"
+    config = LoadTestConfig(out, service.url, users, float(users), f"{args.seconds + 2}s", scenario=scenario)
     config = dataclasses.replace(config, images=images, reset_stats=True, workers=args.locust_processes)
     before = (_metrics(service.url), _cpu_seconds(service.process.pid), _children_cpu(), _machine_cpu())
-    summary = summarise(run_locust(config, service.url, images))["total"]
+    prefix = run_locust(config, service.url, images)
+    summary = summarise(prefix)["total"]
     after = (_metrics(service.url), _cpu_seconds(service.process.pid), _children_cpu(), _machine_cpu())
     cpu = {k: after[1].get(k, 0.0) - before[1].get(k, 0.0) for k in after[1]} | {"locust": after[2] - before[2]}
     # Whatever else ran on the machine meanwhile (other users' jobs): the noise in these figures.
     cpu["foreign"] = max(0.0, after[3] - before[3] - sum(cpu.values()))
     row = {"config": name, "users": users, **summary, "answers": service_timings(out / "timings.json")}
+    row["good_per_s"] = summary["requests_per_s"] * (1.0 - summary["error_rate"])  # answered 200
+    row["errors_by_status"] = errors_by_status(prefix)
     return row | {"metrics": _metric_deltas(before[0], after[0]), "cpu_s": cpu, "loadavg": os.getloadavg()[0]}
 
 
-def _warm_up(url: str, images: Path) -> None:
+def errors_by_status(prefix: Path) -> dict[str, int]:
+    """Failed requests by HTTP status ("503": shed load), from Locust's failures CSV ("other": no status)."""
+    import csv
+    import re
+
+    counts: dict[str, int] = {}
+    path = Path(f"{prefix}_failures.csv")
+    if not path.is_file():
+        return counts
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            status = re.search(r"HTTP (\d{3})", row["Error"])
+            key = status.group(1) if status else "other"
+            counts[key] = counts.get(key, 0) + int(row["Occurrences"])
+    return counts
+
+
+def _model_info(url: str) -> dict[str, Any]:
+    import httpx
+
+    info = httpx.get(f"{url}/model", timeout=60).json()
+    return {"runtime": info.get("runtime"), "batching": info.get("batching")}
+
+
+def _warm_up(url: str, images: Path, field: str = "image") -> None:
     import httpx
 
     with httpx.Client(base_url=url, timeout=60) as client:
         for image in load_corpus(images)[:8]:
-            client.post("/analyze", files={"image": (image.name, image.data, image.content_type)}).raise_for_status()
+            client.post("/analyze", files={field: (image.name, image.data, image.content_type)}).raise_for_status()
 
 
 def _metrics(url: str) -> dict[tuple[str, tuple], float]:
@@ -331,9 +460,9 @@ def _cpu_seconds(root: int) -> dict[str, float]:
 
 
 def table(rows: list[dict], header: bool = True) -> str:
-    columns = f"{'config':<10} {'users':>5} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} {'batch':>5} "
-    columns += f"{'decode':>7} {'infer':>7} {'svc':>7} {'api cpu':>7} {'mdl cpu':>7} {'lct cpu':>7} {'foreign':>7} "
-    columns += f"{'in dec':>7} {'in mdl':>7}"
+    columns = f"{'config':<14} {'users':>5} {'req/s':>7} {'good/s':>7} {'p50 ms':>7} {'p99 ms':>7} {'fail':>5} "
+    columns += f"{'batch':>5} {'decode':>7} {'infer':>7} {'svc':>7} {'api cpu':>7} {'mdl cpu':>7} {'lct cpu':>7} "
+    columns += f"{'foreign':>7} {'in dec':>7} {'in mdl':>7}"
     lines = [columns, "-" * len(columns)] if header else []
     for r in rows:
         answers, metrics, cpu, n = r["answers"] or {}, r["metrics"], r["cpu_s"], max(1, r["requests"])
@@ -342,8 +471,8 @@ def table(rows: list[dict], header: bool = True) -> str:
             return answers.get(key, {}).get("p50", float("nan"))
 
         lines.append(
-            f"{r['config']:<10} {r['users']:>5} {r['requests_per_s']:>7.1f} {r['p50_ms'] or 0:>7.0f} "
-            f"{r['p99_ms'] or 0:>7.0f} {r['failures']:>5} {metrics['mean_batch'] or 0:>5.1f} "
+            f"{r['config']:<14} {r['users']:>5} {r['requests_per_s']:>7.1f} {r['good_per_s']:>7.1f} "
+            f"{r['p50_ms'] or 0:>7.0f} {r['p99_ms'] or 0:>7.0f} {r['failures']:>5} {metrics['mean_batch'] or 0:>5.1f} "
             f"{median('decode_ms'):>7.1f} {median('inference_ms'):>7.1f} {median('total_ms'):>7.1f} "
             f"{cpu['api'] / n * 1e3:>7.1f} {cpu['model'] / n * 1e3:>7.1f} {cpu['locust'] / n * 1e3:>7.1f} "
             f"{cpu['foreign'] / n * 1e3:>7.1f} {_or_nan(metrics['decode_cpu_ms']):>7.2f} "
@@ -356,39 +485,62 @@ def _or_nan(value: float | None) -> float:
     return float("nan") if value is None else value
 
 
+def _ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
 def ratios(rows: list[dict], raw: list[dict], decode: dict, cores: int) -> dict[str, Any]:
-    """The targets' ratios, by wall clock and by CPU cost (the second holds when other jobs share the cores)."""
+    """The targets' ratios, by wall clock and by CPU cost (the second holds when other jobs share the cores), for
+    each skinserve config, and per level skinserve ÷ peer and int8 ÷ fp32 in good answers/s."""
     by = {(r["config"], r["users"]): r for r in rows}
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    found: dict[str, Any] = {"cores": cores, "decode_images_per_s": decode["images_per_s"], "served": {}}
+    for name in configs:
+        if CONFIGS[name].peer:
+            continue
+        fmt = CONFIGS[name].model_format
+        own_raw = [r for r in raw if r["format"] == fmt] or raw
+        found["served"][name] = served_against_raw([r for r in rows if r["config"] == name], own_raw, decode)
+    per_level: dict[int, dict[str, Any]] = {}
+    for users in sorted({r["users"] for r in rows}):
+        level: dict[str, Any] = {}
+        for name in configs:
+            row = by.get((name, users))
+            if row is not None:
+                level[name] = {"good_per_s": row["good_per_s"], "errors": row["failures"], "p99_ms": row["p99_ms"]}
+        for name in configs:
+            if (name, users) in by and ("peer", users) in by and name != "peer":
+                level[f"{name}_over_peer"] = _ratio(by[(name, users)]["good_per_s"], by[("peer", users)]["good_per_s"])
+        for a, b in (("int8", "fp32"), ("int8-unbatched", "fp32-unbatched"), ("int8", "int8-unbatched")):
+            if (a, users) in by and (b, users) in by:
+                level[f"{a}_over_{b}"] = _ratio(by[(a, users)]["good_per_s"], by[(b, users)]["good_per_s"])
+        per_level[users] = level
+    found["per_level"] = per_level
+    return found
+
+
+def served_against_raw(rows: list[dict], raw: list[dict], decode: dict) -> dict[str, Any]:
+    """One skinserve config's best clean level against decode + its own raw model (the same artifact)."""
     raw_best = max(r["images_per_s"] for r in raw)
     # Decode and model on the same cores one after the other: the time per image is the sum of both.
     decode_plus_raw = 1.0 / (1.0 / decode["images_per_s"] + 1.0 / raw_best)
     clean = [r for r in rows if r["error_rate"] < 0.001]
-    best = max(clean or rows, key=lambda r: r["requests_per_s"])
+    best = max(clean or rows, key=lambda r: r["good_per_s"])
     served_cpu_ms = (best["cpu_s"]["api"] + best["cpu_s"]["model"]) * 1e3 / max(1, best["requests"])
     model_cpu_ms = min(r["cpu_ms_per_image"] for r in raw)
-    per_level = {}
-    for users in sorted({r["users"] for r in rows}):
-        batched, unbatched = by[("batched", users)], by[("unbatched", users)]
-        per_level[users] = {
-            "batched_over_unbatched": batched["requests_per_s"] / max(1e-9, unbatched["requests_per_s"]),
-            "p99_batched_ms": batched["p99_ms"],
-            "p99_unbatched_ms": unbatched["p99_ms"],
-        }
     return {
+        "format": raw[0]["format"],
         "raw_best_images_per_s": raw_best,
-        "decode_images_per_s": decode["images_per_s"],
         "decode_plus_raw_images_per_s": decode_plus_raw,
-        "served_best": {"config": best["config"], "users": best["users"], "requests_per_s": best["requests_per_s"]},
-        "served_over_raw": best["requests_per_s"] / raw_best,
-        "served_over_decode_plus_raw": best["requests_per_s"] / decode_plus_raw,
-        # CPU per image: decode + model alone, against the service's two processes at its best level.
+        "best": {"users": best["users"], "good_per_s": best["good_per_s"], "errors": best["failures"]},
+        "served_over_raw": best["good_per_s"] / raw_best,
+        "served_over_decode_plus_raw": best["good_per_s"] / decode_plus_raw,
+        # CPU per image: decode + model alone, against the service's processes at its best level.
         "decode_plus_model_cpu_ms": decode["cpu_ms_per_image"] + model_cpu_ms,
         "served_cpu_ms": served_cpu_ms,
         "served_capacity_over_decode_plus_raw": (decode["cpu_ms_per_image"] + model_cpu_ms) / served_cpu_ms,
         # Where the service's CPU went at its best level: decode, model calls, and the rest (HTTP, framework, log).
         "served_cpu_by_stage_ms": _by_stage(best, served_cpu_ms),
-        "cores": cores,
-        "per_level": per_level,
     }
 
 
@@ -400,30 +552,28 @@ def _by_stage(row: dict, served_cpu_ms: float) -> dict[str, float] | None:
 
 
 def print_ratios(found: dict[str, Any]) -> None:
-    best = found["served_best"]
-    print(
-        f"\nraw model best {found['raw_best_images_per_s']:.1f} img/s; decode alone {found['decode_images_per_s']:.1f}"
-        f" img/s; decode + model on the same cores {found['decode_plus_raw_images_per_s']:.1f} img/s"
-    )
-    print(
-        f"served best {best['requests_per_s']:.1f} req/s ({best['config']}, {best['users']} users) = "
-        f"{found['served_over_raw']:.0%} of raw, {found['served_over_decode_plus_raw']:.0%} of decode+raw "
-        f"(target 70%)"
-    )
-    print(
-        f"by CPU cost: decode + model {found['decode_plus_model_cpu_ms']:.1f} ms/image, the service's processes "
-        f"{found['served_cpu_ms']:.1f} ms/request: {found['served_capacity_over_decode_plus_raw']:.0%}"
-    )
-    if stages := found["served_cpu_by_stage_ms"]:
+    print(f"\ndecode alone {found['decode_images_per_s']:.1f} img/s on {found['cores']} cores")
+    for name, served in found["served"].items():
+        best = served["best"]
         print(
-            f"  of which decode {stages['decode']:.2f}, model calls {stages['model']:.2f}, the rest (HTTP, framework, "
-            f"prediction log, thread hand-offs) {stages['rest']:.2f} CPU ms/request"
+            f"{name}: raw model best {served['raw_best_images_per_s']:.1f} img/s, decode + model on the same cores "
+            f"{served['decode_plus_raw_images_per_s']:.1f} img/s; served best {best['good_per_s']:.1f} good req/s "
+            f"({best['users']} users, {best['errors']} errors) = {served['served_over_decode_plus_raw']:.0%} of "
+            f"decode+raw (target 80%)"
         )
+        print(
+            f"  by CPU cost: decode + model {served['decode_plus_model_cpu_ms']:.1f} ms/image, the service's "
+            f"processes {served['served_cpu_ms']:.1f} ms/request: {served['served_capacity_over_decode_plus_raw']:.0%}"
+        )
+        if stages := served["served_cpu_by_stage_ms"]:
+            print(
+                f"  of which decode {stages['decode']:.2f}, model calls {stages['model']:.2f}, the rest (HTTP, "
+                f"framework, prediction log, thread hand-offs) {stages['rest']:.2f} CPU ms/request"
+            )
     for users, level in found["per_level"].items():
-        print(
-            f"  {users:>4} users: batched/unbatched throughput {level['batched_over_unbatched']:.2f}x, "
-            f"p99 {level['p99_batched_ms']} vs {level['p99_unbatched_ms']} ms"
-        )
+        errors = ", ".join(f"{k} {v['errors']}" for k, v in level.items() if isinstance(v, dict))
+        shares = ", ".join(f"{k.replace('_over_', ' ÷ ')} {v:.2f}x" for k, v in level.items() if "_over_" in k and v)
+        print(f"  {users:>4} users: {shares}; errors: {errors}")
 
 
 def plot(rows: list[dict], found: dict[str, Any], out: Path) -> None:
@@ -433,19 +583,26 @@ def plot(rows: list[dict], found: dict[str, Any], out: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axis = plt.subplots(figsize=(8, 5))
-    for name in CONFIGS:
+    for name in dict.fromkeys(r["config"] for r in rows):
         mine = [r for r in rows if r["config"] == name]
-        axis.plot([r["requests_per_s"] for r in mine], [r["p99_ms"] for r in mine], marker="o", label=name)
+        axis.plot([r["good_per_s"] for r in mine], [r["p99_ms"] for r in mine], marker="o", label=name)
         for r in mine:
-            axis.annotate(f"{r['users']}u", (r["requests_per_s"], r["p99_ms"]), fontsize=8)
-    axis.axvline(found["raw_best_images_per_s"], color="grey", linestyle="--", label="raw model, best batch")
-    axis.axvline(found["decode_plus_raw_images_per_s"], color="grey", linestyle=":", label="decode + raw model")
-    axis.set(xlabel="requests/s", ylabel="p99 latency, ms", yscale="log", title="Throughput against p99 latency")
+            axis.annotate(f"{r['users']}u", (r["good_per_s"], r["p99_ms"]), fontsize=8)
+    for name, served in found["served"].items():
+        axis.axvline(served["decode_plus_raw_images_per_s"], linestyle=":", color="grey")
+        axis.annotate(f"decode + raw {name}", (served["decode_plus_raw_images_per_s"], 1), fontsize=7, rotation=90)
+    axis.set(xlabel="good answers/s", ylabel="p99 latency, ms", yscale="log", title="Throughput against p99 latency")
     axis.legend()
     axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
+
+
+def machine_load() -> dict[str, Any]:
+    """The load averages and `uptime`'s line: the box is shared, and this says how busy it was."""
+    uptime = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    return {"loadavg": list(os.getloadavg()), "uptime": uptime, "busy_cpu_s": _machine_cpu()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,17 +616,27 @@ def main(argv: list[str] | None = None) -> int:
     from skinserve.manifest import load_manifest
 
     manifest = load_manifest(export_dir)
+    load_before = machine_load()
+    print(f"machine before: {load_before['uptime']}")
     print(
-        f"{manifest.model.backbone} at {manifest.preprocess.input_size} px on {cores} cores; model "
-        f"{args.placement}, {args.api_workers} API worker(s), {model_copies(args)} model copies"
+        f"{manifest.model.backbone} at {manifest.preprocess.input_size} px on {cores} cores; skinserve model "
+        f"{args.placement}, {args.api_workers} API worker(s), {model_copies(args)} model copies; configs "
+        f"{', '.join(c.name for c in args.configs)}"
     )
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     # One session on every core, one per core, and the service's own layout (model copies x ORT threads).
     layouts = sorted({(1, cores), (cores, 1), (model_copies(args), args.ort_threads)})
-    raw = [row for sessions, threads in layouts for row in raw_runtime(export_dir, sizes, sessions, threads)]
+    # The raw rows: each artifact a measured skinserve config runs.
+    formats = list(dict.fromkeys(c.model_format for c in args.configs if c.model_format in manifest.artifacts))
+    raw = [
+        row
+        for fmt in formats
+        for sessions, threads in layouts
+        for row in raw_runtime(export_dir, sizes, sessions, threads, fmt)
+    ]
     for r in raw:
         print(
-            f"raw {r['runtime']} {r['sessions']} x {r['threads']} threads, batch {r['batch']:>3}: "
+            f"raw {r['format']:<9} {r['runtime']} {r['sessions']} x {r['threads']} threads, batch {r['batch']:>3}: "
             f"{r['median_ms']:8.1f} ms a call, {r['images_per_s']:7.1f} img/s, "
             f"{r['cpu_ms_per_image']:5.1f} CPU ms/image"
         )
@@ -477,18 +644,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"decode: {decode['cpu_ms_per_image']:.2f} CPU ms/image, {decode['images_per_s']:.0f}/s on {cores} threads")
     levels = [int(u) for u in args.users.split(",")]
     rows = sweep(args, home, images, levels)
+    load_after = machine_load()
     print("\n" + table(rows))
     print(
-        "decode, infer, svc: the service's own answer timings, medians in ms (infer: queue + model call); "
-        "api, mdl, lct, foreign cpu: CPU ms per request used by the API process, the model process, Locust, "
-        "and everything else on the machine; in dec, in mdl: CPU ms per request inside decode and inside model "
-        "calls, wherever they ran (the service's skinserve_stage_cpu_seconds_total)"
+        "req/s: all answers, good/s: 200s only; decode, infer, svc: the service's own answer timings, medians in ms "
+        "(infer: queue + model call); api, mdl, lct, foreign cpu: CPU ms per request used by the service's API "
+        "processes (all of the peer's), its model processes, Locust, and everything else on the machine; in dec, "
+        "in mdl: CPU ms per request inside decode and inside model calls, wherever they ran (the service's "
+        "skinserve_stage_cpu_seconds_total; the peer has none)"
     )
     found = ratios(rows, raw, decode, cores)
     print_ratios(found)
+    print(f"machine after: {load_after['uptime']}")
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+    settings["configs"] = [c.name for c in args.configs]
     report = {
         "machine": {"cpu_count": cores, "platform": platform.platform(), "python": platform.python_version()},
+        "load": {"before": load_before, "after": load_after},
         "model": {"backbone": manifest.model.backbone, "input_size": manifest.preprocess.input_size},
         "settings": settings,
         "raw": raw,

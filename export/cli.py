@@ -41,6 +41,7 @@ def run_export(
     from export.formats import export_artifacts, graph_outputs, resolve_cam
     from export.manifest import artifact_entry, build_manifest, resolve_version
     from export.parity import PARITY_FILE, check_parity, parity_summary, save_parity
+    from export.quantize import calibration_set
     from skinserve.manifest import file_sha256, write_manifest
     from skinserve.modeling.checkpoint import load_checkpoint
     from skinserve.modeling.model import model_from_checkpoint
@@ -51,14 +52,18 @@ def run_export(
     model = model_from_checkpoint(checkpoint)
     size = checkpoint.preprocessing.input_size
     options = replace(options, cam=resolve_cam(model, size, options.cam))
+    calibration = None
+    if "onnx-int8" in options.formats and options.calibration_data is not None:
+        fingerprint, seed, pre = checkpoint.dataset_fingerprint, checkpoint.split_seed, checkpoint.preprocessing
+        calibration = calibration_set(options.calibration_data, fingerprint, seed, pre, options.calibration_images)
     out.mkdir(parents=True, exist_ok=True)
-    artifacts = export_artifacts(model, out, size, options)
+    artifacts = export_artifacts(model, out, size, options, calibration)
     entries = {a.format: artifact_entry(out, a) for a in artifacts}
     outputs, cam = graph_outputs(model, size, options.cam)
     source = {"checkpoint": checkpoint_path.name, "sha256": sha256}
     manifest = build_manifest(checkpoint, source, entries, name, version, outputs, cam)
     write_manifest(out, manifest)  # parity loads the artifacts the way a server would: through the manifest
-    rows = check_parity(model, out, list(entries))
+    rows = check_parity(model, out, list(entries), calibration=calibration)
     save_parity(rows, out / PARITY_FILE)
     manifest = manifest.model_copy(update={"parity": parity_summary(rows)})
     write_manifest(out, manifest)
@@ -68,7 +73,9 @@ def run_export(
 def export_command(
     checkpoint: Annotated[Path, typer.Argument(help="A checkpoint (.pt) written by training.")],
     out: Annotated[Path, Opt(help="Export directory: artifacts, manifest.json and parity.json.")],
-    formats: Annotated[str, Opt(help="Comma-separated: onnx, onnx-fp16, tensorrt, aoti.")] = "onnx,onnx-fp16",
+    formats: Annotated[str, Opt(help="Comma-separated: onnx, onnx-fp16, onnx-int8, tensorrt, aoti.")] = (
+        "onnx,onnx-fp16"
+    ),
     bento: Annotated[bool, Opt(help="Save the export in the BentoML model store as NAME:VERSION.")] = False,
     storage: Annotated[str | None, Opt(help="Also upload it to a folder or gs://bucket/prefix.")] = None,
     version: Annotated[str | None, Opt(help="Model version (default: YYYYMMDD-sha8 of the checkpoint file).")] = None,
@@ -80,8 +87,12 @@ def export_command(
     aoti_max_autotune: Annotated[bool, Opt(help="Let Inductor autotune kernels (slower compile).")] = False,
     timing_cache: Annotated[Path, Opt(help="TensorRT timing cache, reused across builds.")] = DEFAULT_TIMING_CACHE,
     opset: Annotated[int, Opt(help="ONNX opset (18 or newer).")] = 18,
+    calibration_data: Annotated[
+        Path | None, Opt(help="onnx-int8: the dataset the checkpoint was trained on (training split calibrates).")
+    ] = None,
+    calibration_images: Annotated[int, Opt(help="onnx-int8: training images to calibrate on.")] = 256,
 ) -> None:
-    """Export a checkpoint to ONNX / ONNX fp16 / TensorRT / AOTInductor, check parity, write manifest.json."""
+    """Export a checkpoint to ONNX / ONNX fp16 / int8 / TensorRT / AOTInductor, check parity, write manifest.json."""
     from export.formats import DEFAULT_OPSET, BatchProfile, ExportError, ExportOptions, parse_formats, refusal
     from export.manifest import ensure_not_in_bento, resolve_version, save_to_bento, upload_to_storage
     from export.parity import PARITY_FILE, parity_table
@@ -98,6 +109,8 @@ def export_command(
             aoti_max_autotune,
             timing_cache.expanduser(),
             opset,
+            calibration_data=calibration_data,
+            calibration_images=calibration_images,
         )
         refused = [reason for fmt in options.formats if (reason := refusal(fmt, options))]
         if refused:

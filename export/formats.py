@@ -1,4 +1,4 @@
-"""Artifacts from a trained model: ONNX (fp32 and fp16), a TensorRT engine and an AOTInductor package.
+"""Artifacts from a trained model: ONNX (fp32, fp16 and int8), a TensorRT engine and an AOTInductor package.
 
 Every artifact takes `image` float32 [N, 3, H, W] (already normalised) and gives `condition_logits` [N, 7] and
 `severity_logits` [N, 7, 4] in float32, whatever precision it computes in, so one `predict` fits them all; then
@@ -13,6 +13,7 @@ import importlib.util
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -23,10 +24,14 @@ from skinserve.manifest import CamOutput, TensorSpec
 from skinserve.modeling.model import SkinModel
 from skinserve.runtime import CAM_OUTPUTS, INPUT_NAME, OUTPUT_NAMES, SKIN_TYPE_OUTPUT
 
-FORMATS = ("onnx", "onnx-fp16", "tensorrt", "aoti")
+if TYPE_CHECKING:
+    from export.quantize import CalibrationSet
+
+FORMATS = ("onnx", "onnx-fp16", "onnx-int8", "tensorrt", "aoti")
 ARTIFACT_FILES = {
     "onnx": "model.onnx",
     "onnx-fp16": "model-fp16.onnx",
+    "onnx-int8": "model-int8.onnx",  # export/quantize.py
     "tensorrt": "model-fp16.plan",
     "aoti": "model.pt2",
 }
@@ -62,6 +67,8 @@ class ExportOptions:
     timing_cache: Path | None = None  # TensorRT's layer timings, read before and written after each build
     opset: int = DEFAULT_OPSET
     cam: bool | None = None  # class activation map outputs; None: when the backbone has a spatial feature map
+    calibration_data: Path | None = None  # onnx-int8: the dataset the checkpoint was trained on (its training split)
+    calibration_images: int = 256  # onnx-int8: training images its activation ranges are measured on
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,11 @@ def parse_formats(text: str) -> tuple[str, ...]:
 
 def refusal(fmt: str, options: ExportOptions) -> str | None:
     """Why this machine cannot produce `fmt` with these options; None when it can."""
+    if fmt == "onnx-int8" and options.calibration_data is None:
+        return (
+            "format onnx-int8 is calibrated on images from the checkpoint's training split and checked on its test "
+            "split: pass --calibration-data D, the dataset the checkpoint was trained on"
+        )
     if fmt == "tensorrt":
         missing = [] if importlib.util.find_spec("tensorrt") else ["the tensorrt package"]
         missing += [] if torch.cuda.is_available() else ["a CUDA GPU"]
@@ -303,9 +315,12 @@ def export_aoti(
     return Artifact(path.name, "aoti", precision, device, profile.min, profile.max)
 
 
-def export_artifacts(model: SkinModel, out: Path, input_size: int, options: ExportOptions) -> list[Artifact]:
-    """Write each requested format into `out`, in the order of FORMATS (ONNX first: TensorRT starts from it).
-    `options.cam` must be resolved (True or False: `resolve_cam`), so every artifact has the same outputs."""
+def export_artifacts(
+    model: SkinModel, out: Path, input_size: int, options: ExportOptions, calibration: CalibrationSet | None = None
+) -> list[Artifact]:
+    """Write each requested format into `out`, in the order of FORMATS (ONNX first: TensorRT and int8 start from it).
+    `options.cam` must be resolved (True or False: `resolve_cam`), so every artifact has the same outputs;
+    `calibration` (export/quantize.py) is needed for onnx-int8."""
     model = model.eval().cpu()
     cam = bool(options.cam)
     onnx_path = out / ARTIFACT_FILES["onnx"]
@@ -320,6 +335,8 @@ def export_artifacts(model: SkinModel, out: Path, input_size: int, options: Expo
             scratch = export_onnx(model, out / ".fp32-source.onnx", input_size, options.opset, cam)
             artifacts.append(convert_onnx_fp16(out / scratch.file, path))
             (out / scratch.file).unlink()
+        elif fmt == "onnx-int8":
+            artifacts.append(_int8(model, out, input_size, options, calibration))
         elif fmt == "tensorrt":
             profile, cache = options.profile, options.timing_cache
             artifacts.append(build_tensorrt_engine(onnx_path, path, input_size, profile, cache))
@@ -327,3 +344,21 @@ def export_artifacts(model: SkinModel, out: Path, input_size: int, options: Expo
             device, autotune = options.aoti_device, options.aoti_max_autotune
             artifacts.append(export_aoti(model, path, input_size, device, options.profile, autotune, cam))
     return artifacts
+
+
+def _int8(
+    model: SkinModel, out: Path, input_size: int, options: ExportOptions, calibration: CalibrationSet | None
+) -> Artifact:
+    """The int8 graph from the fp32 one written beside it, or from a scratch fp32 export when onnx was not asked."""
+    from export.quantize import quantize_onnx_int8
+
+    if calibration is None:
+        raise ExportError("onnx-int8 needs its calibration images (export.quantize.calibration_set)")
+    path = out / ARTIFACT_FILES["onnx-int8"]
+    if "onnx" in options.formats:
+        return quantize_onnx_int8(out / ARTIFACT_FILES["onnx"], path, calibration)
+    scratch = export_onnx(model, out / ".fp32-source.onnx", input_size, options.opset, bool(options.cam))
+    try:
+        return quantize_onnx_int8(out / scratch.file, path, calibration)
+    finally:
+        (out / scratch.file).unlink()

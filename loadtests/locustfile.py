@@ -6,7 +6,8 @@ Users: `AnalyzeUser` (weight 10, one image per request), `BatchAnalyzeUser` (wei
 request) and `ModelInfoUser` (weight 1); tasks are tagged analyze, batch and model. Without `--images` the corpus
 is drawn once per process (loadtests/images.py: synthetic faces as JPEG and PNG at 256, 512 and 1024 px). With
 SKINSERVE_LOADTEST_SHAPE=step a step ramp (`StepLoadShape`) drives the users instead of -u/-r alone. The token
-comes from SKINSERVE_LOADTEST_TOKEN (an environment variable, so it stays out of `ps`).
+comes from SKINSERVE_LOADTEST_TOKEN (an environment variable, so it stays out of `ps`). `PlainPeerUser` sends the
+same images to the plain BentoML peer (benchmarks/serving.py), whose API takes them in an `images` field.
 Run it through `skinserve loadtest` / `python -m loadtests`, which adds the reports; never import it elsewhere:
 Locust patches the standard library through gevent when imported.
 """
@@ -40,6 +41,7 @@ MAX_TIMINGS = 100_000  # a uniform sample beyond this: an hour at 3,000 requests
 _options: dict[str, object] = {}
 _single_bodies: list[tuple[bytes, str]] = []
 _batch_bodies: list[tuple[bytes, str, int]] = []
+_peer_bodies: list[tuple[bytes, str]] = []
 _timings: list[list[float]] = []
 _seen = [0]
 
@@ -67,6 +69,7 @@ def _prepare(environment, **_kwargs) -> None:
     corpus = load_corpus(Path(folder))
     # Multipart bodies are encoded once here, not per request: the load generator shares the cores it measures.
     _single_bodies[:] = [encode_multipart_formdata({"image": _field(image)}) for image in corpus]
+    _peer_bodies[:] = [encode_multipart_formdata({"images": _field(image)}) for image in corpus]
     count = max(1, min(options.batch_images, len(corpus)))
     rotations = [[corpus[(start + i) % len(corpus)] for i in range(count)] for start in range(len(corpus))]
     _batch_bodies[:] = [
@@ -203,6 +206,31 @@ class ModelInfoUser(SkinServeUser):
         with self.client.get("/model", headers=self.headers, catch_response=True) as response:
             if response.status_code != 200 or b'"version"' not in (response.content or b""):
                 response.failure(_refusal(response))
+
+
+class PlainPeerUser(FastHttpUser):
+    """The plain BentoML peer's client (`../shared/baselines/plain_bento`): one image per request in its `images`
+    field, answered with a JSON list of one result. The serving benchmark's yardstick, run only when named (the
+    runner always names the classes of a scenario: `plain`)."""
+
+    network_timeout = 120.0
+    connection_timeout = 30.0
+
+    @tag("plain")
+    @task
+    def analyze(self) -> None:
+        body, content_type = random.choice(_peer_bodies)
+        headers = {"Content-Type": content_type}
+        with self.client.post("/analyze", data=body, headers=headers, catch_response=True) as response:
+            if response.status_code != 200:
+                response.failure(_refusal(response))
+                return
+            try:
+                answer = response.json()
+            except ValueError:
+                answer = None
+            if not isinstance(answer, list) or len(answer) != 1:
+                response.failure(f"expected a list of one result, got: {(response.text or '')[:200]}")
 
 
 class StepLoadShape(LoadTestShape):

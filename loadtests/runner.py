@@ -28,6 +28,7 @@ SCENARIOS: dict[str, tuple[str, ...]] = {
     "analyze": ("AnalyzeUser",),
     "batch": ("BatchAnalyzeUser",),
     "model": ("ModelInfoUser",),
+    "plain": ("PlainPeerUser",),  # the plain BentoML peer, not skinserve (benchmarks/serving.py)
 }
 PERCENTILES = {"p50": "50%", "p90": "90%", "p95": "95%", "p99": "99%"}
 

@@ -59,7 +59,8 @@ def test_a_wrong_import_breaks_its_contract(tree_copy: Path, module: str, line: 
 def test_the_serving_side_imports_no_torch():
     probe = (
         "import sys, skinserve.serve, skinserve.serve.http, skinserve.serve.model, skinserve.serve.predlog, "
-        "skinserve.serve.process, skinserve.serve.schemas, skinserve.serve.settings, skinserve.serve.uploads; "
+        "skinserve.serve.process, skinserve.serve.schemas, skinserve.serve.settings, skinserve.serve.uploads, "
+        "skinserve.serve.offload; "
         "assert not {'torch', 'timm', 'torchvision'} & set(sys.modules), sorted(sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)

@@ -57,7 +57,9 @@ def warm_batch_sizes(max_batch_size: int) -> tuple[int, ...]:
 
 def load_served_model(export_dir: Path | str, settings: ServiceSettings) -> ServedModel:
     """Open the export (hashes checked), then run every warm-up batch size once before reporting ready."""
-    model = load_exported_model(Path(export_dir), settings.runtime, threads=settings.ort_threads)
+    model = load_exported_model(
+        Path(export_dir), settings.runtime, fmt=settings.artifact_format, threads=settings.ort_threads
+    )
     size = model.manifest.preprocess.input_size
     rng = np.random.default_rng(0)
     warmed = warm_batch_sizes(settings.max_batch_size)
@@ -80,6 +82,11 @@ class OutputLayout:
     def of(cls, manifest: ExportManifest) -> OutputLayout:
         names = output_names(manifest)
         return cls(names, tuple(output_shape(manifest, name) for name in names))
+
+    @property
+    def width(self) -> int:
+        """Floats in a packed row: every output's, and the batch size."""
+        return sum(math.prod(shape) for shape in self.shapes) + 1
 
     def pack(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
         n = len(outputs[self.names[0]])

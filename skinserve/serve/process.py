@@ -48,8 +48,8 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_command(port: int, host: str = "127.0.0.1") -> list[str]:
-    return [sys.executable, "-m", "bentoml", "serve", SERVICE_TARGET, "--port", str(port), "--host", host]
+def serve_command(port: int, host: str = "127.0.0.1", target: str = SERVICE_TARGET) -> list[str]:
+    return [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port), "--host", host]
 
 
 @dataclass
@@ -87,15 +87,21 @@ class ServiceProcess:
 
 
 def start_service(
-    env: Mapping[str, str], log: Path, port: int | None = None, ready_timeout_s: float = 180
+    env: Mapping[str, str],
+    log: Path,
+    port: int | None = None,
+    ready_timeout_s: float = 180,
+    target: str = SERVICE_TARGET,
+    folder: Path | None = None,
 ) -> ServiceProcess:
-    """The service in its own process group with `env` over this process's environment, once /readyz answers 200."""
+    """The service in its own process group with `env` over this process's environment, once /readyz answers 200.
+    `target` and `folder` serve another BentoML service the same way (the serving benchmark's plain peer)."""
     port = port or free_port()
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as handle:
         process = subprocess.Popen(
-            serve_command(port),
-            cwd=service_directory(),
+            serve_command(port, target=target),
+            cwd=folder or service_directory(),
             env=os.environ | {"BENTOML_DO_NOT_TRACK": "true"} | dict(env),
             stdout=handle,
             stderr=subprocess.STDOUT,
@@ -114,9 +120,15 @@ def start_service(
 
 
 @contextmanager
-def running_service(env: Mapping[str, str], log: Path, ready_timeout_s: float = 300) -> Iterator[ServiceProcess]:
+def running_service(
+    env: Mapping[str, str],
+    log: Path,
+    ready_timeout_s: float = 300,
+    target: str = SERVICE_TARGET,
+    folder: Path | None = None,
+) -> Iterator[ServiceProcess]:
     """`start_service` as a context: the whole process group is stopped on the way out."""
-    server = start_service(env, log, ready_timeout_s=ready_timeout_s)
+    server = start_service(env, log, ready_timeout_s=ready_timeout_s, target=target, folder=folder)
     try:
         yield server
     finally:

@@ -68,6 +68,9 @@ class Batching(BaseModel):
     model_copies: int | None = Field(description="per API worker, with the model in process")
     max_batch_size: int
     max_latency_ms: int
+    jpeg_decode: str | None = Field(
+        None, description="where the model service decodes plain JPEGs (cuda, cpu); null: the API workers decode"
+    )
 
 
 class ModelInfo(BaseModel):

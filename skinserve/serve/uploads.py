@@ -72,6 +72,22 @@ def decode_upload(data: bytes, limits: UploadLimits, min_side: int | None = None
     Decode is the cost per request (about 37 ms for a 1024 px PNG on one core, 10 ms for a JPEG), so a JPEG that
     will be resized to `min_side` anyway is decoded by libjpeg at 1/2, 1/4 or 1/8 scale (PIL draft mode).
     """
+    image = open_upload(data, limits)
+    width, height = image.size
+    try:
+        if image.format in ("JPEG", "MPO") and min_side:
+            image.draft("RGB", _draft_size(width, height, min_side))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+        rgb = upright_rgb(image)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as err:
+        raise UndecodableUpload(f"undecodable image: {err}") from err
+    return DecodedUpload(rgb, sha256_hex(data), width, height, image.format, len(data))
+
+
+def open_upload(data: bytes, limits: UploadLimits) -> Image.Image:
+    """The upload opened and checked from its header alone (size in bytes, type, pixels), its pixels not decoded."""
     if not data:
         raise UploadError("empty upload: send an image file", code="empty_upload")
     if len(data) > limits.max_bytes:
@@ -89,22 +105,21 @@ def decode_upload(data: bytes, limits: UploadLimits, min_side: int | None = None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise UploadTooLarge(f"{width}x{height} pixels exceeds the limit of {limits.max_pixels} (decompression bomb?)")
-    try:
-        if image.format in ("JPEG", "MPO") and min_side:
-            image.draft("RGB", _draft_size(width, height, min_side))
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-        rgb = upright_rgb(image)
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as err:
-        raise UndecodableUpload(f"undecodable image: {err}") from err
-    return DecodedUpload(rgb, sha256_hex(data), width, height, image.format, len(data))
+    return image
 
 
 def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
     """The size to ask libjpeg for: the shorter side must stay at or above `min_side` after reduction."""
     scale = min_side / min(width, height)
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def draft_scale(width: int, height: int, min_side: int) -> int:
+    """The factor (1, 2, 4 or 8) libjpeg reduces this JPEG by in `decode_upload`: PIL's `JpegImageFile.draft`
+    rule for the size asked, so a decoder elsewhere (skinserve.modeling.gpu_decode) can reduce alike."""
+    wanted_w, wanted_h = _draft_size(width, height, min_side)
+    most = min(width // wanted_w, height // wanted_h)
+    return next(factor for factor in (8, 4, 2, 1) if most >= factor)
 
 
 @dataclass(frozen=True)

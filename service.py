@@ -385,11 +385,12 @@ class SkinService:
             uploads, packed = offloaded.uploads, offloaded.packed
             decoded, inferred = started + offloaded.checked_s, time.perf_counter()
         else:
-            uploads = await asyncio.gather(
-                *(anyio.to_thread.run_sync(self._prepared, blob, keep_image) for blob in blobs)
-            )
-            decoded = time.perf_counter()
-            packed = await self.queue.submit(np.stack([u.array for u in uploads]))
+            with self.queue.admitted(len(blobs)) as ticket:  # refused now, if at all, before its decode costs CPU
+                uploads = await asyncio.gather(
+                    *(anyio.to_thread.run_sync(self._prepared, blob, keep_image) for blob in blobs)
+                )
+                decoded = time.perf_counter()
+                packed = await self.queue.submit(np.stack([u.array for u in uploads]), ticket)
             inferred = time.perf_counter()
         outputs, batch_sizes = self.layout.unpack(np.asarray(packed))
         scores = decode(outputs[OUTPUT_NAMES[0]], outputs[OUTPUT_NAMES[1]], self.manifest.thresholds)

@@ -193,3 +193,28 @@ def test_a_failed_call_fails_each_of_its_callers_and_the_queue_goes_on():
         assert float((await queue.submit(image(2)))[0, 0]) == 24.0
 
     asyncio.run(scenario())
+
+
+def test_a_request_is_admitted_before_its_decode_and_counted_while_it_decodes():
+    async def scenario() -> None:
+        clock = Clock()
+        model = HeldModel(clock)
+        queue = ModelQueue(model, copies=1, max_batch_size=8, budget_s=0.25, clock=clock)
+        await measured(queue, model, 0.1)  # 10 images/s
+        with queue.admitted(1) as ticket:  # nothing ahead: admitted
+            assert queue.backlog == 1 and queue.images_decoding == 1
+            # (1 decoding + 2) / 10 per s: refused before its own decode
+            with pytest.raises(Overloaded, match="expected wait 0.3 s"), queue.admitted(2):
+                pass
+            with queue.admitted(1):  # (1 + 1) / 10 per s = 0.2 s
+                assert queue.backlog == 2
+            assert queue.backlog == 1  # a request that failed its decode is taken back out
+            task = asyncio.ensure_future(queue.submit(image(1), ticket))
+            await settle()
+            assert (queue.images_decoding, queue.images_in_model) == (0, 1)  # moved, not counted twice
+        assert queue.backlog == 1 and queue.shed == 1
+        await model.release(0.1)
+        await task
+        assert queue.backlog == 0
+
+    asyncio.run(scenario())

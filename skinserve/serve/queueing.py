@@ -9,7 +9,9 @@ inflates the fit and condemns the whole queue: in CI it answered 151 requests 50
 (upstream: bentoml/BentoML#3200, #4265, PR #3646). Its policy lives in `controller()`, a loop with no hook.
 
 The policy here:
-- A request is admitted unless `(images waiting + images in the model + its own) / service rate` exceeds the budget.
+- A request is admitted unless `(images decoding + waiting + in the model + its own) / service rate` exceeds the
+  budget. It is admitted before its upload is decoded, so a request refused anyway costs no decode, and is counted
+  while it decodes, so under load the requests decoding ahead of a new one are in its estimate.
   The service rate is images answered per second of busy time (time with at least one call in flight), measured
   across all model copies and decayed over `RATE_WINDOW_S`: what this worker has actually been serving, whatever
   the batch sizes, copies or CPU contention. Before any call has been measured nothing is refused.
@@ -24,11 +26,12 @@ The policy here:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,6 +53,14 @@ class Overloaded(ClientError):
     @property
     def headers(self) -> dict[str, str]:
         return {"Retry-After": "1"}
+
+
+@dataclass
+class Ticket:
+    """A request admitted before its decode (`ModelQueue.admitted`), counted in the backlog until it is submitted."""
+
+    images: int
+    submitted: bool = False
 
 
 @dataclass
@@ -117,6 +128,7 @@ class ModelQueue:
         self._tasks: set[asyncio.Task] = set()
         self._clock = clock
         self.rate = ServiceRate(clock=clock)
+        self.images_decoding = 0  # admitted, still being decoded: they reach the queue shortly
         self.images_waiting = 0  # queued here, not yet in a model call
         self.images_in_model = 0
         self.shed = 0
@@ -137,22 +149,47 @@ class ModelQueue:
             return 0.0
         return now - self._shedding_since
 
-    async def submit(self, images: np.ndarray) -> np.ndarray:
-        expected = self.expected_wait_s(len(images))
+    @contextlib.contextmanager
+    def admitted(self, images: int) -> Iterator[Ticket]:
+        """Admit a request of `images` before its upload is decoded (refusing it, Overloaded, when its expected wait
+        is past the budget) and count it in the backlog while it decodes, so the requests after it see it ahead of
+        them. A request refused anyway then costs no decode: under overload the CPU goes to the admitted ones.
+        Pass the ticket to `submit`; leaving the block without submitting (a bad upload) takes the count back."""
+        self.admit(images)
+        ticket = Ticket(images)
+        self.images_decoding += images
+        try:
+            yield ticket
+        finally:
+            if not ticket.submitted:
+                self.images_decoding -= images
+
+    def admit(self, images: int) -> None:
+        """Refuse (Overloaded) a request of `images` whose expected wait here is past the budget."""
+        expected = self.expected_wait_s(images)
         if expected > self._budget_s and self.backlog:
             self._note_shed()
             self._on_shed(expected)
             log.warning(
-                "shed a request of %d image(s): expected wait %.0f ms > budget %.0f ms (%d waiting, %d in the model, "
-                "%.1f images/s)",
-                len(images),
+                "shed a request of %d image(s): expected wait %.0f ms > budget %.0f ms (%d decoding, %d waiting, %d "
+                "in the model, %.1f images/s)",
+                images,
                 expected * 1e3,
                 self._budget_s * 1e3,
+                self.images_decoding,
                 self.images_waiting,
                 self.images_in_model,
                 self.rate.images_per_s or 0.0,
             )
             raise Overloaded(f"the model is at capacity (expected wait {expected:.1f} s); retry shortly")
+
+    async def submit(self, images: np.ndarray, ticket: Ticket | None = None) -> np.ndarray:
+        """The rows of `images`, once a model call has run them; admitted here, unless `admitted` gave a ticket."""
+        if ticket is None:
+            self.admit(len(images))
+        else:
+            ticket.submitted = True
+            self.images_decoding -= ticket.images
         job = _Job(images, asyncio.get_running_loop().create_future())
         self._jobs.append(job)
         self.images_waiting += len(images)
@@ -162,8 +199,8 @@ class ModelQueue:
 
     @property
     def backlog(self) -> int:
-        """Images admitted and not yet answered: waiting here, or in a model call."""
-        return self.images_waiting + self.images_in_model
+        """Images admitted and not yet answered: being decoded, waiting here, or in a model call."""
+        return self.images_decoding + self.images_waiting + self.images_in_model
 
     def shutdown(self) -> None:
         for job in self._jobs:

@@ -298,6 +298,9 @@ class PredictionLogWriter:
                 self._retry_interval_s,
             )
         self._db_up, self._db_retry_at = False, time.monotonic() + self._retry_interval_s
+        # The next try opens fresh connections: a pooled one can outlive a server restart, and SQLite's can keep a
+        # schema it read mid-migration (an ON CONFLICT key the table did not have yet) for as long as it lives.
+        self._engine.dispose()
         with self._lock:
             self._errors["database"] += 1
         self._metrics.add_error("database")

@@ -4,8 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DIR ?= data/demo
 DEMO_PORT ?= 3917
-DEMO_PER_CLASS ?= 10
-DEMO_EPOCHS ?= 12
+DEMO_PER_CLASS ?= 20
+DEMO_EPOCHS ?= 20
 # The demo runs on the embedded defaults (SQLite, local disk, ONNX Runtime on the CPU) inside its own folder.
 DEMO_ENV := SKINSERVE_DATA_DIR=$(DEMO_DIR) SKINSERVE_DATABASE_URL= SKINSERVE_STORAGE_URL= \
 	BENTOML_HOME=$(abspath $(DEMO_DIR))/bentoml BENTOML_DO_NOT_TRACK=true

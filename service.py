@@ -393,7 +393,9 @@ class SkinService:
                 packed = await self.queue.submit(np.stack([u.array for u in uploads]), ticket)
             inferred = time.perf_counter()
         outputs, batch_sizes = self.layout.unpack(np.asarray(packed))
-        scores = decode(outputs[OUTPUT_NAMES[0]], outputs[OUTPUT_NAMES[1]], self.manifest.thresholds)
+        scores = decode(
+            outputs[OUTPUT_NAMES[0]], outputs[OUTPUT_NAMES[1]], self.manifest.thresholds, self.manifest.temperatures
+        )
         results = []
         for i, (upload, score) in enumerate(zip(uploads, scores, strict=True)):
             analysis = Analysis(
@@ -403,7 +405,9 @@ class SkinService:
                 skin_type=skin_type_answer(outputs, i, self.skin_types),
                 face=check.face if (check := getattr(upload, "check", None)) else None,
                 quality=check.quality if check else None,
-                regions=regions_answer(outputs, i, upload, self.manifest.thresholds) if regions else None,
+                regions=regions_answer(outputs, i, upload, self.manifest.thresholds, self.manifest.temperatures)
+                if regions
+                else None,
                 batch_size=int(batch_sizes[i]),
                 image=UploadInfo(sha256=upload.sha256, width=upload.width, height=upload.height, bytes=upload.nbytes),
                 timings=Timings(

@@ -42,6 +42,7 @@ def run_export(
     from export.manifest import artifact_entry, build_manifest, resolve_version
     from export.parity import PARITY_FILE, check_parity, parity_summary, save_parity
     from export.quantize import calibration_set
+    from skinserve.data.split import split_ratios_of
     from skinserve.manifest import file_sha256, write_manifest
     from skinserve.modeling.checkpoint import load_checkpoint
     from skinserve.modeling.model import model_from_checkpoint
@@ -55,7 +56,14 @@ def run_export(
     calibration = None
     if "onnx-int8" in options.formats and options.calibration_data is not None:
         fingerprint, seed, pre = checkpoint.dataset_fingerprint, checkpoint.split_seed, checkpoint.preprocessing
-        calibration = calibration_set(options.calibration_data, fingerprint, seed, pre, options.calibration_images)
+        calibration = calibration_set(
+            options.calibration_data,
+            fingerprint,
+            seed,
+            pre,
+            options.calibration_images,
+            split_ratios_of(checkpoint.config),
+        )
     out.mkdir(parents=True, exist_ok=True)
     artifacts = export_artifacts(model, out, size, options, calibration)
     entries = {a.format: artifact_entry(out, a) for a in artifacts}

@@ -125,6 +125,7 @@ def build_manifest(
         ),
         labels=LabelSet(**dataclasses.asdict(checkpoint.labels)),
         thresholds=checkpoint.thresholds,
+        temperatures=checkpoint.temperatures,
         preprocessing=checkpoint.preprocessing.as_dict(),
         input=TensorSpec(
             name=INPUT_NAME, dtype="float32", shape=["batch", 3, size, size], layout="NCHW", normalised=True

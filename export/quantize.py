@@ -32,7 +32,7 @@ import numpy as np
 
 from export.formats import Artifact, ExportError
 from skinserve.data.records import ImageRecord
-from skinserve.images import open_rgb
+from skinserve.images import read_for_model
 from skinserve.preprocess import Preprocessing, model_batch
 from skinserve.runtime import INPUT_NAME
 
@@ -52,24 +52,33 @@ class CalibrationSet:
     def batches(self, records: tuple[ImageRecord, ...], size: int = CALIBRATION_BATCH) -> Iterator[np.ndarray]:
         """Normalised float32 NCHW batches of `records`, preprocessed exactly as served."""
         for start in range(0, len(records), size):
-            yield model_batch([open_rgb(r.path) for r in records[start : start + size]], self.preprocessing)
+            yield model_batch(
+                [read_for_model(r.path, self.preprocessing.resize_size) for r in records[start : start + size]],
+                self.preprocessing,
+            )
 
 
 def calibration_set(
-    data: Path, fingerprint: str | None, seed: int, preprocessing: Preprocessing, count: int
+    data: Path,
+    fingerprint: str | None,
+    seed: int,
+    preprocessing: Preprocessing,
+    count: int,
+    ratios: tuple[float, float, float] | None = None,
 ) -> CalibrationSet:
     """The checkpoint's own split of `data`: up to `count` training images, evenly spread, and the test split.
 
     A dataset other than the one the checkpoint was trained on is refused (its fingerprint differs): calibrating
     on the test images would make int8's parity check meaningless."""
-    from skinserve.data.split import records_of_split
+    from skinserve.data.split import DEFAULT_RATIOS, records_of_split
 
     if not Path(data).exists():
         raise ExportError(f"--calibration-data {data} does not exist")
     if count < 1:
         raise ExportError(f"--calibration-images must be at least 1, not {count}")
-    train = records_of_split(Path(data), "train", seed, fingerprint)
-    test = records_of_split(Path(data), "test", seed, fingerprint)
+    ratios = ratios or DEFAULT_RATIOS
+    train = records_of_split(Path(data), "train", seed, fingerprint, ratios=ratios)
+    test = records_of_split(Path(data), "test", seed, fingerprint, ratios=ratios)
     if not train or not test:
         raise ExportError(
             f"{data} has {len(train)} training and {len(test)} test images in this checkpoint's split: onnx-int8 "

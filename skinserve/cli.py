@@ -94,7 +94,7 @@ def data_split(
     format: Annotated[str, typer.Option("--format", help="auto, shine, folder or csv.")] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
-    """Make the seeded, stratified, grouped 70/15/15 split and save it with the dataset fingerprint."""
+    """Make the seeded, stratified, grouped 80/10/10 split and save it with the dataset fingerprint."""
     from skinserve.data.sources import read_dataset
     from skinserve.data.split import split_dataset
 
@@ -251,11 +251,21 @@ def evaluate(
     if as_json:
         typer.echo(json.dumps(metrics, sort_keys=True))
         return
+    intervals = metrics.get("intervals") or {}
+
+    def scored(key: str) -> str:
+        interval = intervals.get(key)
+        return f"{metrics[key]:.4f}" + (f" [95% CI {interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
     typer.echo(
-        f"{metrics['n_images']} images ({split}): macro-F1 {metrics['macro_f1']:.4f}, micro-F1 "
+        f"{metrics['n_images']} images ({split}): macro-F1 {scored('macro_f1')}, micro-F1 "
         f"{metrics['micro_f1']:.4f}, exact match {metrics['exact_match']:.4f}, severity accuracy "
-        f"{metrics['severity_accuracy']:.4f}, MAE {metrics['severity_mae']:.4f}"
+        f"{scored('severity_accuracy')}, MAE {metrics['severity_mae']:.4f}"
     )
+    for name, row in (metrics.get("baselines") or {}).items():
+        typer.echo(
+            f"  baseline {name}: macro-F1 {row['macro_f1']:.4f}, severity accuracy {row['severity_accuracy']:.4f}"
+        )
     for name, row in metrics["per_condition"].items():
         auc = f"{row['auc']:.3f}" if row["auc"] is not None else "n/a"
         typer.echo(
@@ -268,6 +278,13 @@ def evaluate(
                 f"  {field}={value}: n={row['n_images']} macro-F1 {row['macro_f1']:.3f} "
                 f"severity accuracy {row['severity_accuracy']:.3f}"
             )
+    for field, gap in (metrics.get("slice_gaps") or {}).items():
+        typer.echo(
+            f"  {field}: best-worst gap macro-F1 {gap['macro_f1']:.3f}, "
+            f"severity accuracy {gap['severity_accuracy']:.3f}"
+        )
+    for warning in metrics.get("warnings") or []:
+        typer.echo(f"  warning: {warning}")
 
 
 @app.command("explain")

@@ -97,12 +97,37 @@ def inspect_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> ImageInf
     return info
 
 
-def open_rgb(path) -> Image.Image:
-    """An image file as RGB with its EXIF orientation applied (a phone's portrait photo stays upright)."""
-    from PIL import ImageOps
+def draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
+    """The size to ask libjpeg for: the shorter side must stay at or above `min_side` after reduction."""
+    scale = min_side / min(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
+
+def draft_scale(width: int, height: int, min_side: int) -> int:
+    """The factor (1, 2, 4 or 8) libjpeg reduces this JPEG by in `decode_for_model`: PIL's `JpegImageFile.draft`
+    rule for the size asked, so a decoder elsewhere (skinserve.modeling.gpu_decode) can reduce alike."""
+    wanted_w, wanted_h = draft_size(width, height, min_side)
+    most = min(width // wanted_w, height // wanted_h)
+    return next(factor for factor in (8, 4, 2, 1) if most >= factor)
+
+
+def decode_for_model(image: Image.Image, min_side: int | None = None) -> Image.Image:
+    """An opened image's pixels as the model sees them: upright 8-bit RGB (`upright_rgb`), a JPEG that will be
+    resized to `min_side` anyway decoded by libjpeg at 1/2, 1/4 or 1/8 scale (PIL's draft mode).
+
+    The one decode of the project: training, evaluation, export parity and the service all call it, so a model is
+    trained on the pixels it is served (orientation, alpha, 16-bit, palette, CMYK and the reduced JPEG decode alike).
+    """
+    if image.format in ("JPEG", "MPO") and min_side:
+        image.draft("RGB", draft_size(*image.size, min_side))
+    image.load()
+    return upright_rgb(image)
+
+
+def read_for_model(path, min_side: int | None = None) -> Image.Image:
+    """An image file through `decode_for_model`."""
     with Image.open(path) as image:
-        return ImageOps.exif_transpose(image).convert("RGB")
+        return decode_for_model(image, min_side)
 
 
 def upright_rgb(image: Image.Image) -> Image.Image:

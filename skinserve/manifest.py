@@ -21,7 +21,7 @@ from skinserve.preprocess import Preprocessing
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_KIND = "skinserve-export"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: temperatures
 MANIFEST_FORMAT = f"{MANIFEST_KIND}/{MANIFEST_VERSION}"
 
 
@@ -126,6 +126,8 @@ class ExportManifest(_Strict):
     model: ManifestModel
     labels: LabelSet
     thresholds: dict[str, float]
+    # Per condition, the temperature its logit is divided by before the sigmoid (fitted on val; none: 1.0).
+    temperatures: dict[str, float] = Field(default_factory=dict)
     preprocessing: dict[str, Any]  # Preprocessing.as_dict(): the fields plus resize_size and crop, for readers
     input: TensorSpec
     outputs: list[TensorSpec]  # in the graph's order
@@ -164,7 +166,8 @@ class ExportManifest(_Strict):
             raise ManifestError(f"{where} is not a skinserve export manifest (a JSON object expected)")
         format_version(data.get("format"), MANIFEST_KIND, MANIFEST_VERSION, where)
         try:
-            return cls.model_validate(data)
+            # An older version reads as this one (what it lacks has its default: no temperatures, 1.0 each).
+            return cls.model_validate(data | {"format": MANIFEST_FORMAT})
         except (ValidationError, KeyError, TypeError, ValueError) as err:
             raise ManifestError(f"{where} is not a valid export manifest: {err}") from err
 

@@ -32,11 +32,27 @@ def severity_levels(severity_probabilities: np.ndarray) -> np.ndarray:
     return severity_probabilities[..., 1:].argmax(axis=-1) + 1
 
 
+def temperature_vector(temperatures: Mapping[str, float] | None) -> np.ndarray:
+    """Per condition, the temperature its logit is divided by (1.0, no change, where none was fitted)."""
+    temperatures = temperatures or {}
+    return np.asarray([float(temperatures.get(c, 1.0)) for c in CONDITIONS], dtype=np.float64)
+
+
+def calibrated_probabilities(condition_logits: np.ndarray, temperatures: Mapping[str, float] | None) -> np.ndarray:
+    """sigmoid(logit / T) per condition: the probabilities a client reads, with the temperatures fitted on the
+    validation split (`skinserve.modeling.calibration`); thresholds are tuned on these."""
+    return sigmoid(np.asarray(condition_logits, dtype=np.float64) / temperature_vector(temperatures))
+
+
 def decode(
-    condition_logits: np.ndarray, severity_logits: np.ndarray, thresholds: Mapping[str, float] | None = None
+    condition_logits: np.ndarray,
+    severity_logits: np.ndarray,
+    thresholds: Mapping[str, float] | None = None,
+    temperatures: Mapping[str, float] | None = None,
 ) -> list[dict[str, Any]]:
-    """One dict per image: per condition probability, present, severity label and probabilities; summary fields."""
-    probabilities = sigmoid(np.asarray(condition_logits, dtype=np.float64))
+    """One dict per image: per condition probability (calibrated with `temperatures`), present, severity label and
+    probabilities; summary fields."""
+    probabilities = calibrated_probabilities(condition_logits, temperatures)
     severity_probs = softmax(np.asarray(severity_logits, dtype=np.float64))
     present = probabilities >= threshold_vector(thresholds)
     levels = np.where(present, severity_levels(severity_probs), 0)

@@ -71,14 +71,15 @@ def test_a_checkpoint_written_before_the_typed_class_still_loads(tmp_path: Path)
     assert checkpoint.preprocessing == PRE
     assert checkpoint.thresholds["acne"] == 0.4 and checkpoint.epoch == 3 and checkpoint.resume is None
     assert checkpoint.labels.skin_types == ("oily",)
+    assert checkpoint.temperatures == {}  # written before calibration: every temperature 1.0
 
 
 def test_a_newer_checkpoint_version_is_refused_naming_the_file_and_version(tmp_path: Path):
     path = tmp_path / "future.pt"
-    torch.save(legacy_checkpoint_payload() | {"format": "skinserve-checkpoint/2"}, path)
-    with pytest.raises(CheckpointError, match=r"future\.pt has format version 2, newer than this skinserve reads"):
+    torch.save(legacy_checkpoint_payload() | {"format": "skinserve-checkpoint/3"}, path)
+    with pytest.raises(CheckpointError, match=r"future\.pt has format version 3, newer than this skinserve reads"):
         load_checkpoint(path)
-    assert CHECKPOINT_FORMAT == "skinserve-checkpoint/1"
+    assert CHECKPOINT_FORMAT == "skinserve-checkpoint/2"  # 2 added the temperatures; a version-1 file still loads
 
 
 @pytest.mark.parametrize(
@@ -157,7 +158,7 @@ def test_a_manifest_written_before_the_typed_class_still_loads_and_round_trips(t
     manifest = load_manifest(tmp_path)
     assert manifest.tag == "skin-classifier:20261201-abcdef12" and manifest.preprocess == PRE
     assert manifest.artifacts["onnx"].batch.max is None and manifest.labels.skin_types == []
-    assert manifest.format == MANIFEST_FORMAT
+    assert manifest.format == MANIFEST_FORMAT and manifest.temperatures == {}  # version 1 reads as 2, uncalibrated
     write_manifest(tmp_path, manifest)
     assert load_manifest(tmp_path) == manifest
 

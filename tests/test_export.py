@@ -144,6 +144,7 @@ def test_manifest_records_schema_preprocessing_hashes_and_source(exported, check
     assert (manifest.model.name, manifest.model.version) == (manifest.name, manifest.version)
     assert manifest.labels.conditions == list(CONDITIONS)
     assert manifest.thresholds == source.thresholds
+    assert manifest.temperatures == source.temperatures and set(source.temperatures) == set(CONDITIONS)
     assert manifest.preprocess == source.preprocessing
     assert {"mean", "std", "resize_size", "crop", "crop_pct", "interpolation"} <= set(manifest.preprocessing)
     assert manifest.input.shape == ["batch", 3, 64, 64]
@@ -255,6 +256,8 @@ def test_evaluating_the_export_matches_the_checkpoint(exported, checkpoint, data
     assert from_export["n_images"] == from_checkpoint["n_images"] > 0
     assert from_export["macro_f1"] == pytest.approx(from_checkpoint["macro_f1"], abs=0.01)
     assert from_export["micro_f1"] == pytest.approx(from_checkpoint["micro_f1"], abs=0.01)
+    assert from_export["temperatures"] == from_checkpoint["temperatures"]  # both apply the stored calibration
+    assert from_export["baselines"] == from_checkpoint["baselines"]
     test_split = evaluate_export(exported["out"], data, "test")  # the manifest carries the split's fingerprint
     assert test_split["n_images"] == evaluate_checkpoint(checkpoint, data, "test")["n_images"]
 

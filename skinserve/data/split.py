@@ -14,7 +14,10 @@ from skinserve.data.records import ImageRecord
 from skinserve.errors import SkinserveError
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
-DEFAULT_RATIOS: tuple[float, float, float] = (0.70, 0.15, 0.15)
+# 80/10/10: a small set needs its images for training more than a wide validation side (benchmarks/recipe.py).
+DEFAULT_RATIOS: tuple[float, float, float] = (0.80, 0.10, 0.10)
+# What every checkpoint and manifest written before the ratios were recorded in the training config was split with.
+LEGACY_RATIOS: tuple[float, float, float] = (0.70, 0.15, 0.15)
 RARE = "~rare"
 
 
@@ -64,10 +67,10 @@ def dataset_fingerprint(records: list[ImageRecord]) -> str:
 def split_dataset(
     records: list[ImageRecord], seed: int = 0, ratios: tuple[float, float, float] = DEFAULT_RATIOS
 ) -> DatasetSplit:
-    """Assign whole groups to splits, stratum by stratum, so each condition x severity cell is spread 70/15/15.
+    """Assign whole groups to splits, stratum by stratum, so each condition x severity cell is spread as `ratios` say.
 
     A set the publisher ships already split (every record's `split` metadata set by its reader) keeps that split.
-    Written by hand: scikit-learn's StratifiedGroupKFold makes k equal folds, which cannot express 70/15/15
+    Written by hand: scikit-learn's StratifiedGroupKFold makes k equal folds, which cannot express 80/10/10
     on cells of five groups; this allocates each cell by largest remainder and keeps a group on one side.
     """
     published = published_split(records, seed)
@@ -141,17 +144,28 @@ def _allocation(n: int, ratios: tuple[float, float, float]) -> list[int]:
     return sizes
 
 
+def split_ratios_of(config: dict) -> tuple[float, float, float]:
+    """The split ratios a training config (a checkpoint's or a manifest's copy) ran with."""
+    ratios = config.get("split_ratios")
+    return tuple(float(r) for r in ratios) if ratios else LEGACY_RATIOS  # type: ignore[return-value]
+
+
 def records_of_split(
-    data: Path, split: str, seed: int, fingerprint: str | None, fmt: str = "auto"
+    data: Path,
+    split: str,
+    seed: int,
+    fingerprint: str | None,
+    fmt: str = "auto",
+    ratios: tuple[float, float, float] = DEFAULT_RATIOS,
 ) -> list[ImageRecord]:
-    """The records of one side of the split a model was trained with (`seed`, `fingerprint` as its checkpoint or
-    manifest recorded them), or all of them (`split="all"`)."""
+    """The records of one side of the split a model was trained with (`seed`, `fingerprint` and `ratios` as its
+    checkpoint or manifest recorded them), or all of them (`split="all"`)."""
     from skinserve.data.sources import read_dataset
 
     records = read_dataset(data, fmt).records  # type: ignore[arg-type]
     if split == "all":
         return records
-    made = split_dataset(records, seed=seed)
+    made = split_dataset(records, seed=seed, ratios=ratios)
     if made.fingerprint != fingerprint:
         raise SplitMismatch(
             f"{data} is not the dataset this model was trained on (fingerprint {made.fingerprint[:12]} != "

@@ -22,7 +22,7 @@ from skinserve.manifest import format_version
 from skinserve.preprocess import Preprocessing
 
 CHECKPOINT_KIND = "skinserve-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: temperatures
 CHECKPOINT_FORMAT = f"{CHECKPOINT_KIND}/{CHECKPOINT_VERSION}"
 RESUME_KEYS = ("optimizer", "scheduler", "scaler", "run_state")  # last.pt only
 
@@ -56,6 +56,8 @@ class Checkpoint:
     state_dict: dict[str, Any]
     labels: LabelSchema = LabelSchema()
     thresholds: dict[str, float] = field(default_factory=dict)
+    # Per condition, the temperature its logit is divided by before the sigmoid (fitted on val; none: 1.0).
+    temperatures: dict[str, float] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)  # {"val": {...}, "test": {...}}
     config: dict[str, Any] = field(default_factory=dict)  # the training config, as run
     dataset_fingerprint: str | None = None
@@ -76,6 +78,7 @@ class Checkpoint:
             "preprocessing": self.preprocessing.as_dict(),
             "labels": labels,
             "thresholds": dict(self.thresholds),
+            "temperatures": dict(self.temperatures),
             "metrics": self.metrics,
             "config": self.config,
             "dataset_fingerprint": self.dataset_fingerprint,
@@ -102,6 +105,7 @@ class Checkpoint:
                 state_dict=payload["state_dict"],
                 labels=LabelSchema(**{k: tuple(v) for k, v in (payload.get("labels") or {}).items()}),
                 thresholds={c: float(t) for c, t in (payload.get("thresholds") or {}).items()},
+                temperatures={c: float(t) for c, t in (payload.get("temperatures") or {}).items()},
                 metrics=payload.get("metrics") or {},
                 config=payload.get("config") or {},
                 dataset_fingerprint=payload.get("dataset_fingerprint"),

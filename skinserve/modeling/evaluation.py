@@ -10,13 +10,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from skinserve.data.records import ImageRecord
-from skinserve.data.split import records_of_split
+from skinserve.data.split import records_of_split, split_ratios_of
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
 from skinserve.modeling.checkpoint import load_checkpoint
 from skinserve.modeling.dataset import SkinImageDataset, eval_transform
-from skinserve.modeling.metrics import evaluate_outputs, slice_values
+from skinserve.modeling.metrics import evaluate_records
 from skinserve.modeling.model import model_from_checkpoint
-from skinserve.modeling.targets import target_arrays
 from skinserve.preprocess import Preprocessing
 
 
@@ -31,7 +30,7 @@ def predict_logits(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Condition [N, 7], severity [N, 7, 4] and skin-type [N, 5] logits (None without that head), in record order."""
     model.eval()
-    loader = DataLoader(SkinImageDataset(records, eval_transform(pre)), batch_size=batch_size, num_workers=workers)
+    loader = DataLoader(SkinImageDataset(records, eval_transform(pre), pre), batch_size=batch_size, num_workers=workers)
     chunks: list[list[np.ndarray]] = [[], [], []]
     for batch in loader:
         outputs = model(batch["image"].to(device))
@@ -49,10 +48,11 @@ def predict_logits(
 
 def evaluate_checkpoint(path: Path, data: Path, split: str = "test", fmt: str = "auto") -> dict[str, Any]:
     checkpoint = load_checkpoint(path)
-    records = records_of_split(data, split, checkpoint.split_seed, checkpoint.dataset_fingerprint, fmt)
+    ratios = split_ratios_of(checkpoint.config)
+    records = records_of_split(data, split, checkpoint.split_seed, checkpoint.dataset_fingerprint, fmt, ratios)
     model = model_from_checkpoint(checkpoint)
     conditions, severity, _ = predict_logits(model, records, checkpoint.preprocessing)
-    metrics = evaluate_outputs(
-        conditions, severity, target_arrays(records), checkpoint.thresholds, slices=slice_values(records)
+    metrics = evaluate_records(
+        conditions, severity, records, checkpoint.thresholds, checkpoint.temperatures, checkpoint.metrics.get("priors")
     )
     return metrics | {"split": split, "checkpoint": str(path), "runtime": "pytorch"}

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skinserve.images import open_rgb
+from skinserve.images import read_for_model
 from skinserve.labels import CONDITIONS
 from skinserve.modeling.checkpoint import load_checkpoint
 from skinserve.modeling.model import model_from_checkpoint
@@ -39,11 +39,11 @@ def explain_image(checkpoint_path: Path, image_path: Path, out: Path) -> list[st
     checkpoint = load_checkpoint(checkpoint_path)
     model = model_from_checkpoint(checkpoint)
     pre = checkpoint.preprocessing
-    image = open_rgb(image_path)
+    image = read_for_model(image_path, pre.resize_size)
     tensor = torch.from_numpy(model_input(image, pre))[None]
     with torch.no_grad():
         condition_logits, severity_logits = (t.numpy() for t in model(tensor)[:2])
-    prediction = decode(condition_logits, severity_logits, checkpoint.thresholds)[0]
+    prediction = decode(condition_logits, severity_logits, checkpoint.thresholds, checkpoint.temperatures)[0]
     present = [c for c in CONDITIONS if prediction["conditions"][c]["present"]]
     shown = present or [max(CONDITIONS, key=lambda c: prediction["conditions"][c]["probability"])]
     layer = _last_conv_layer(model.backbone)

@@ -1,4 +1,6 @@
-"""Evaluation of an export directory: its artifact through `skinserve.runtime`, its manifest's preprocessing alone.
+"""Evaluation of an export directory: its artifact through `skinserve.runtime`, each image through the service's
+own preparation (`skinserve.serve.uploads.prepare_upload`: the same decode, face crop when the model was trained on
+them, resize and normalisation as a request), so the score is the served model's.
 
 Torch-free: the metrics are `modeling.metrics.evaluate_outputs`, as for a checkpoint, so the two reports compare key
 by key.
@@ -12,27 +14,43 @@ from typing import Any
 import numpy as np
 
 from skinserve.data.records import ImageRecord
-from skinserve.data.split import records_of_split
-from skinserve.images import open_rgb
+from skinserve.data.split import records_of_split, split_ratios_of
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
-from skinserve.modeling.metrics import evaluate_outputs, slice_values
-from skinserve.modeling.targets import target_arrays
-from skinserve.preprocess import Preprocessing, model_batch
+from skinserve.modeling.metrics import evaluate_records
+from skinserve.preprocess import Preprocessing
 from skinserve.runtime import ExportedModel, load_exported_model
+from skinserve.serve.uploads import UploadLimits, prepare_upload
 
 
 def predict_records(
     model: ExportedModel, records: list[ImageRecord], pre: Preprocessing, batch_size: int = 32
 ) -> tuple[np.ndarray, np.ndarray]:
     """Condition [N, 7] and severity [N, 7, 4] logits, in record order."""
+    faces = _face_stage(pre)
     conditions = [np.zeros((0, len(CONDITIONS)), np.float32)]
     severity = [np.zeros((0, len(CONDITIONS), len(SEVERITY_LABELS)), np.float32)]
     for start in range(0, len(records), batch_size):
-        images = [open_rgb(record.path) for record in records[start : start + batch_size]]
-        batch_conditions, batch_severity = model.predict(model_batch(images, pre))
+        chunk = records[start : start + batch_size]
+        arrays = [prepare_upload(r.path.read_bytes(), pre, LIMITS, faces).array for r in chunk]
+        batch_conditions, batch_severity = model.predict(np.stack(arrays))
         conditions.append(batch_conditions)
         severity.append(batch_severity)
     return np.concatenate(conditions), np.concatenate(severity)
+
+
+# A dataset's own files are not uploads: no size cap beyond what PIL itself refuses as a bomb.
+LIMITS = UploadLimits(max_bytes=2**40, max_pixels=2**31)
+
+
+def _face_stage(pre: Preprocessing):
+    """The service's face crop when the model was trained on crops (the stage's settings from the environment, as
+    the service reads them); otherwise none, and the stage never changes the model's input."""
+    if pre.face_crop_margin is None:
+        return None
+    from skinserve.serve.quality import FaceCheckMode, FaceStage, QualitySettings
+
+    # The check itself off: a dataset image the service would warn about (or refuse) is still scored.
+    return FaceStage.create(QualitySettings(check=FaceCheckMode.off), pre.face_crop_margin)
 
 
 def evaluate_export(
@@ -46,11 +64,11 @@ def evaluate_export(
     """`fmt` is the dataset's format (auto, shine, folder, csv); `runtime` as in `load_exported_model`."""
     model = load_exported_model(export_dir, runtime)
     manifest = model.manifest
-    records = records_of_split(data, split, manifest.split_seed, manifest.dataset_fingerprint, fmt)
+    ratios = split_ratios_of(manifest.source.get("config") or {})
+    records = records_of_split(data, split, manifest.split_seed, manifest.dataset_fingerprint, fmt, ratios)
     conditions, severity = predict_records(model, records, manifest.preprocess, batch_size)
-    metrics = evaluate_outputs(
-        conditions, severity, target_arrays(records), manifest.thresholds, slices=slice_values(records)
-    )
+    priors = manifest.source.get("metrics", {}).get("priors")
+    metrics = evaluate_records(conditions, severity, records, manifest.thresholds, manifest.temperatures, priors)
     return metrics | {
         "split": split,
         "export": str(export_dir),

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from skinserve.errors import SkinserveError
+from skinserve.images import draft_scale
 from skinserve.preprocess import Preprocessing
 from skinserve.runtime import ExportedModel
 from skinserve.serve.model import OutputLayout
 from skinserve.serve.offload import NOT_DECODED
-from skinserve.serve.uploads import draft_scale
 
 # The 99th percentile of |batched path - CPU path| over a request's pixels, in levels of 255, that the two may differ
 # by; their mean difference stays under one level. Measured with torchvision on the CPU on real photos and drawn

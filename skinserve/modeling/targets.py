@@ -54,6 +54,13 @@ def target_arrays(records: list[ImageRecord]) -> TargetArrays:
     )
 
 
+def present_severity(targets: TargetArrays) -> TargetArrays:
+    """The severity targets kept only where the condition is present (IGNORE elsewhere): what the severity head
+    learns by default, and what severity accuracy scores."""
+    severity = np.where(targets.present_with_known_severity(), targets.severity, IGNORE)
+    return TargetArrays(targets.conditions, targets.condition_mask, severity, targets.skin_type)
+
+
 def severity_weights(targets: TargetArrays, cap: float = 20.0) -> np.ndarray:
     """Cross-entropy class weights for none/mild/moderate/severe: inverse frequency among known levels.
 

@@ -53,12 +53,16 @@ def image_maps(outputs: Mapping[str, np.ndarray], index: int, upload: PreparedUp
 
 
 def regions_answer(
-    outputs: Mapping[str, np.ndarray], index: int, upload: PreparedUpload, thresholds: Mapping[str, float]
+    outputs: Mapping[str, np.ndarray],
+    index: int,
+    upload: PreparedUpload,
+    thresholds: Mapping[str, float],
+    temperatures: Mapping[str, float] | None = None,
 ) -> RegionsAnswer:
     """Per-region scores, placed on the face the quality stage found (the whole image without one)."""
     maps = image_maps(outputs, index, upload)
     face = upload.check.crop_box if upload.check is not None else None
-    return region_scores(maps, face, upload.decoded_size, thresholds, scale=_upright_scale(upload))
+    return region_scores(maps, face, upload.decoded_size, thresholds, _upright_scale(upload), temperatures)
 
 
 def heatmap_png(outputs: Mapping[str, np.ndarray], index: int, upload: PreparedUpload, condition: str) -> bytes:

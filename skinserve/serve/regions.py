@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from skinserve.faces import FaceBox
 from skinserve.labels import CONDITIONS, SEVERITY_LABELS
-from skinserve.predictions import severity_levels, sigmoid, softmax, threshold_vector
+from skinserve.predictions import calibrated_probabilities, severity_levels, softmax, threshold_vector
 from skinserve.preprocess import Preprocessing
 
 # Shine's region names, in its order. left/right as Shine's /infer places them: the image's left and right (its
@@ -109,6 +109,7 @@ def region_scores(
     size: tuple[int, int],
     thresholds: Mapping[str, float] | None,
     scale: tuple[float, float] = (1.0, 1.0),
+    temperatures: Mapping[str, float] | None = None,
 ) -> RegionsAnswer:
     """Per region and condition: probability, present, severity. `face` and `size` are in the pixels `maps.window`
     is in (the decoded image); `scale` takes them to the uploaded image's pixels for the answer's boxes."""
@@ -123,7 +124,7 @@ def region_scores(
         weights = weights / shown
         logits = np.einsum("chw,hw->c", maps.condition.astype(np.float64), weights)
         levels = softmax(np.einsum("cshw,hw->cs", maps.severity.astype(np.float64), weights))
-        probability = sigmoid(logits)
+        probability = calibrated_probabilities(logits, temperatures)
         present = probability >= limits
         level = np.where(present, severity_levels(levels), 0)
         box = [round(rect[0] * scale[0]), round(rect[1] * scale[1])]

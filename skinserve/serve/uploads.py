@@ -21,7 +21,7 @@ from starlette.requests import Request
 
 from skinserve.errors import ClientError
 from skinserve.faces import crop_window
-from skinserve.images import ACCEPTED_FORMATS, sha256_hex, suffix_for, upright_rgb
+from skinserve.images import ACCEPTED_FORMATS, decode_for_model, sha256_hex, suffix_for
 from skinserve.preprocess import Preprocessing, normalized_array, resize_and_crop
 from skinserve.serve.regions import input_window
 
@@ -75,12 +75,9 @@ def decode_upload(data: bytes, limits: UploadLimits, min_side: int | None = None
     image = open_upload(data, limits)
     width, height = image.size
     try:
-        if image.format in ("JPEG", "MPO") and min_side:
-            image.draft("RGB", _draft_size(width, height, min_side))
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-        rgb = upright_rgb(image)
+            rgb = decode_for_model(image, min_side)
     except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombWarning) as err:
         raise UndecodableUpload(f"undecodable image: {err}") from err
     return DecodedUpload(rgb, sha256_hex(data), width, height, image.format, len(data))
@@ -108,20 +105,6 @@ def open_upload(data: bytes, limits: UploadLimits) -> Image.Image:
     return image
 
 
-def _draft_size(width: int, height: int, min_side: int) -> tuple[int, int]:
-    """The size to ask libjpeg for: the shorter side must stay at or above `min_side` after reduction."""
-    scale = min_side / min(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def draft_scale(width: int, height: int, min_side: int) -> int:
-    """The factor (1, 2, 4 or 8) libjpeg reduces this JPEG by in `decode_upload`: PIL's `JpegImageFile.draft`
-    rule for the size asked, so a decoder elsewhere (skinserve.modeling.gpu_decode) can reduce alike."""
-    wanted_w, wanted_h = _draft_size(width, height, min_side)
-    most = min(width // wanted_w, height // wanted_h)
-    return next(factor for factor in (8, 4, 2, 1) if most >= factor)
-
-
 @dataclass(frozen=True)
 class PreparedUpload:
     array: np.ndarray  # normalised CHW float32, ready for the model
@@ -142,23 +125,38 @@ class PreparedUpload:
         return suffix_for(self.format)
 
 
+def decode_side(pre: Preprocessing, faces: FaceStage | None) -> int:
+    """The shorter side a JPEG may be reduced to when decoded: the model's resize side, or three times it when a
+    face is cropped (the face is a part of the image, and its crop must still fill the model input)."""
+    cropping = faces is not None and faces.crop_margin is not None
+    return pre.resize_size * (FACE_CROP_DECODE_SCALE if cropping else 1)
+
+
+def face_window(
+    image: Image.Image, uploaded_size: tuple[int, int], faces: FaceStage | None
+) -> tuple[QualityCheck | None, tuple[int, ...] | None]:
+    """The face and quality stage on a decoded image, and the window the model is shown when the stage crops (None:
+    the whole image). Training on face crops (`skinserve train --face-crop`) calls it too, so both crop alike."""
+    if faces is None:
+        return None, None
+    check = faces.inspect(image, uploaded_size)
+    if faces.crop_margin is None or check.crop_box is None:
+        return check, None
+    return check, crop_window(check.crop_box, image.size, faces.crop_margin)
+
+
 def prepare_upload(
     data: bytes, pre: Preprocessing, limits: UploadLimits, faces: FaceStage | None = None, keep_image: bool = False
 ) -> PreparedUpload:
     """Validate and decode (JPEG at reduced scale when it can); then the face and quality stage (which may refuse the
     image in enforce mode) and, when the stage crops, the face with its margin; resize, crop and normalise."""
-    cropping = faces is not None and faces.crop_margin is not None
-    # A face is a part of the image: decode it at enough scale that its crop still fills the model input; a heatmap
-    # is drawn on the decoded image, so it gets a picture a person can look at.
-    min_side = pre.resize_size * (FACE_CROP_DECODE_SCALE if cropping else 1)
+    # A heatmap is drawn on the decoded image, so it gets a picture a person can look at.
+    min_side = decode_side(pre, faces)
     upload = decode_upload(data, limits, min_side=max(min_side, HEATMAP_MIN_SIDE) if keep_image else min_side)
     image = upload.image
     started = time.thread_time()
-    check = faces.inspect(image, (upload.width, upload.height)) if faces is not None else None
+    check, crop = face_window(image, (upload.width, upload.height), faces)
     quality_cpu_s = time.thread_time() - started
-    crop = None
-    if cropping and check is not None and check.crop_box is not None:
-        crop = crop_window(check.crop_box, image.size, faces.crop_margin)
     shown = image.crop(crop) if crop else image
     array = normalized_array(resize_and_crop(shown, pre), pre)
     return PreparedUpload(

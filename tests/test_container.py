@@ -200,6 +200,9 @@ def test_the_bento_serves_on_a_read_only_root_with_only_the_deployments_volumes_
     objects = render(K8S / "overlays" / "cpu")
     settings = one(objects, "ConfigMap")["data"]
     mounts = [m["mountPath"] for m in deployment_container("cpu")["volumeMounts"]]
+    hidden = [m for m in mounts if Path(sys.prefix).resolve().is_relative_to(m)]
+    if hidden:  # a checkout made with `mktemp -d`: the interpreter would vanish under the deployment's /tmp volume
+        pytest.skip(f"this Python lives under {hidden[0]}, which the deployment mounts an empty volume over")
     made = [Path(m) for m in mounts if not Path(m).exists()]
     for path in made:
         path.mkdir(parents=True)  # a mount point, as the container runtime makes one

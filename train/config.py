@@ -63,6 +63,12 @@ class TrainConfig:
     registry: bool = True  # write a model_training_metrics row at the end
     version: str | None = None
 
+    @property
+    def steps_per_batch(self) -> bool:
+        """Whether the scheduler advances after every optimiser step (the cosine, `schedule_per_batch`) rather than
+        once an epoch (plateau, which needs the epoch's validation score, or a per-epoch cosine)."""
+        return self.schedule_per_batch and self.scheduler != "plateau"
+
     def replace(self, **changes: Any) -> TrainConfig:
         unknown = set(changes) - {f.name for f in fields(self)}
         if unknown:

@@ -152,7 +152,7 @@ class _Run:
                 val["conditions"], val["severity"], val["targets"], thresholds, temperatures=temperatures
             )
             score = _monitored(val_metrics, config.monitor)
-            if not config.schedule_per_batch or config.scheduler == "plateau":
+            if not config.steps_per_batch:
                 _step_scheduler(scheduler, config, score)
             state.epoch = epoch
             state.history.append(
@@ -256,7 +256,7 @@ class _Run:
 
     def _train_epoch(self, trainer, dataset, losses, optimizer, scheduler, scaler, epoch: int) -> float:
         seed_everything(self.config.seed * 1000 + epoch)  # each epoch's randomness depends only on (seed, epoch)
-        per_batch = scheduler if self.config.schedule_per_batch and self.config.scheduler != "plateau" else None
+        per_batch = scheduler if self.config.steps_per_batch else None
         loss = _train_epoch(
             trainer,
             self._loader(dataset, epoch),
@@ -294,7 +294,7 @@ class _Run:
         trainer = wrapped(model, self.ranks, self.device)
         for epoch in range(1, epochs + 1):
             loss = self._train_epoch(trainer, data, losses, optimizer, scheduler, scaler, epoch)
-            if not config.schedule_per_batch and config.scheduler != "plateau":
+            if not config.steps_per_batch and config.scheduler != "plateau":  # plateau: no val score in a refit
                 scheduler.step()
             state.history.append(
                 {"epoch": epoch, "phase": "refit", "train_loss": loss, "lr": optimizer.param_groups[0]["lr"]}

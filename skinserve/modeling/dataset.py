@@ -57,10 +57,9 @@ class SkinImageDataset(Dataset):
         if self.pre.face_crop_margin is None:
             return None
         if self._faces is None:
-            from skinserve.serve.quality import FaceCheckMode, FaceStage, QualitySettings
+            from skinserve.serve.quality import FaceStage
 
-            # The check itself off: training crops where a face is found and never refuses an image.
-            self._faces = FaceStage.create(QualitySettings(check=FaceCheckMode.off), self.pre.face_crop_margin)
+            self._faces = FaceStage.cropping_only(self.pre.face_crop_margin)
         return self._faces
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:

@@ -47,10 +47,9 @@ def _face_stage(pre: Preprocessing):
     the service reads them); otherwise none, and the stage never changes the model's input."""
     if pre.face_crop_margin is None:
         return None
-    from skinserve.serve.quality import FaceCheckMode, FaceStage, QualitySettings
+    from skinserve.serve.quality import FaceStage
 
-    # The check itself off: a dataset image the service would warn about (or refuse) is still scored.
-    return FaceStage.create(QualitySettings(check=FaceCheckMode.off), pre.face_crop_margin)
+    return FaceStage.cropping_only(pre.face_crop_margin)  # an image the service would refuse is still scored
 
 
 def evaluate_export(

@@ -270,6 +270,12 @@ class FaceStage:
             return None
         return cls(settings, FaceDetector(settings.detector), crop_margin)
 
+    @classmethod
+    def cropping_only(cls, crop_margin: float | None) -> FaceStage | None:
+        """The stage as training and dataset evaluation run it: the face crop with `crop_margin` (thresholds from the
+        environment, as the service reads them), the check itself off, so no image is ever refused."""
+        return cls.create(QualitySettings(check=FaceCheckMode.off), crop_margin)
+
     @property
     def answers(self) -> bool:
         """Whether the answer carries `face` and `quality` (not with the check off, where only the crop needs faces)."""

@@ -8,6 +8,7 @@ train/configs/, then (--ablation) the defaults with one recipe choice changed at
 severity accuracy, severity MAE and wall time, the mean and spread over seeds.
 
     python benchmarks/recipe.py --seeds 0 1 2 --epochs 15 --ablation --out runs/recipe
+    python benchmarks/recipe.py --device cuda --jobs 8 --ablation   # on a GPU box: rows in parallel, fp32
 
 Every skinserve row is evaluated as `skinserve evaluate RUN/best.pt --data TEST --split all` evaluates it.
 """
@@ -19,7 +20,6 @@ import json
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +32,15 @@ if str(ROOT) not in sys.path:  # run as a script from a source checkout
 ABLATIONS: dict[str, dict[str, Any]] = {
     "severity only where present": {"severity_on_absent": False},
     "lr 1e-3 (old)": {"lr": 1e-3},
+    "lr 3e-3": {"lr": 3e-3},
     "lr 5e-3": {"lr": 5e-3},
     "schedule per epoch (old)": {"schedule_per_batch": False},
     "no warm-up": {"warmup_epochs": 0},
-    "weight decay 0.05 (old)": {"weight_decay": 0.05},
+    "warm-up 1 epoch": {"warmup_epochs": 1.0},
+    "weight decay 0.01": {"weight_decay": 0.01},
+    "batch size 8": {"batch_size": 8},
+    "batch size 32 (old)": {"batch_size": 32},
+    "batch size 32, weight decay 0.01": {"batch_size": 32, "weight_decay": 0.01},
     "augment off (no flips)": {"augment": 0.0},
     "augment 0.5 flip, crop, light": {"augment_kinds": ("flip", "crop", "light")},
     "augment 1.0 flip, crop, rotate, light (old)": {
@@ -44,12 +49,16 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     },
     "pos_weight on (old)": {"pos_weight": True},
     "severity class weights on (old)": {"severity_class_weights": True},
+    "severity weight 2": {"severity_weight": 2.0},
     "grad clip 1.0, dropout 0.1 (old)": {"grad_clip": 1.0, "drop_rate": 0.1},
-    "batch size 16": {"batch_size": 16},
+    "train fraction 0.90": {"split_ratios": (0.90, 0.05, 0.05)},
     "train fraction 0.70 (old)": {"split_ratios": (0.70, 0.15, 0.15)},
     "early stopping (patience 6), best epoch (old)": {"patience": 6, "select": "best"},
     "refit on train+val": {"refit": True},
+    "fp32 NCHW on the CPU (old)": {"amp": False, "channels_last": False},
     "all the old defaults": {
+        "batch_size": 32,
+        "warmup_epochs": 1.0,
         "lr": 1e-3,
         "weight_decay": 0.05,
         "schedule_per_batch": False,
@@ -62,6 +71,8 @@ ABLATIONS: dict[str, dict[str, Any]] = {
         "grad_clip": 1.0,
         "drop_rate": 0.1,
         "split_ratios": (0.70, 0.15, 0.15),
+        "amp": False,
+        "channels_last": False,
     },
 }
 
@@ -93,7 +104,22 @@ def baselines(train: Path, test: Path) -> dict[str, dict[str, float]]:
     return {f"baseline: {name}": scores(m) | {"wall_s": 0.0} for name, m in trivial_baselines(priors, tested).items()}
 
 
-def plain_loop(train: Path, test: Path, model: str, img_size: int, epochs: int, seed: int, workers: int) -> dict:
+class Flipped:
+    """The plain loop's only augmentation: a horizontal flip half the time (a class, so loader workers pickle it)."""
+
+    def __init__(self, to_array):
+        self.to_array = to_array
+
+    def __call__(self, image):
+        import torch
+
+        array = self.to_array(image)
+        return array.flip(-1) if torch.rand(()) < 0.5 else array
+
+
+def plain_loop(
+    train: Path, test: Path, model: str, img_size: int, epochs: int, seed: int, workers: int, device: str = "cpu"
+) -> dict:
     """The simplest correct loop: what `skinserve train` has to beat."""
     import torch
     from torch import nn
@@ -108,40 +134,41 @@ def plain_loop(train: Path, test: Path, model: str, img_size: int, epochs: int, 
 
     started = time.monotonic()
     torch.manual_seed(seed)
-    net = create_skin_model(model, img_size, False, 0.0)
+    net = create_skin_model(model, img_size, False, 0.0).to(device)
     pre = preprocessing_for(net.backbone, img_size)
-    to_array = eval_transform(pre)
-
-    def flipped(image):
-        array = to_array(image)
-        return array.flip(-1) if torch.rand(()) < 0.5 else array
-
     records = read_dataset(train).records
-    loader = DataLoader(SkinImageDataset(records, flipped, pre), batch_size=32, shuffle=True, num_workers=workers)
+    loader = DataLoader(
+        SkinImageDataset(records, Flipped(eval_transform(pre)), pre), batch_size=32, shuffle=True, num_workers=workers
+    )
     optimizer = torch.optim.AdamW(net.parameters(), lr=2e-3)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=2e-3, total_steps=epochs * len(loader))
     bce, ce = nn.BCEWithLogitsLoss(), nn.CrossEntropyLoss(ignore_index=IGNORE)
     for _ in range(epochs):
         net.train()
         for batch in loader:
-            conditions, severity = net(batch["image"])[:2]
-            loss = bce(conditions, batch["conditions"]) + ce(severity.reshape(-1, 4), batch["severity"].reshape(-1))
+            conditions, severity = net(batch["image"].to(device))[:2]
+            targets, levels = batch["conditions"].to(device), batch["severity"].to(device)
+            loss = bce(conditions, targets) + ce(severity.reshape(-1, 4), levels.reshape(-1))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
     tested = read_dataset(test).records
-    logits = predict_logits(net, tested, pre, workers=workers)
+    logits = predict_logits(net, tested, pre, workers=workers, device=device)
     metrics = evaluate_outputs(logits[0], logits[1], target_arrays(tested), thresholds=None)
     return scores(metrics) | {"wall_s": time.monotonic() - started}
 
 
-def skinserve_run(train: Path, test: Path, out: Path, config: str | None, overrides: dict[str, Any]) -> dict:
+def skinserve_run(
+    train: Path, test: Path, out: Path, config: str | None, overrides: dict[str, Any], device: str = "cpu"
+) -> dict:
     from skinserve.modeling.evaluation import evaluate_checkpoint
     from train.config import load_config
     from train.loop import fit
 
-    cfg = load_config(config, data=str(train), out=str(out), registry=False, device="cpu", **overrides)
+    # fp32 everywhere, as the plain loop runs: the rows compare recipes, not AMP.
+    precision = {"amp": False, "channels_last": False} if device != "cpu" else {}
+    cfg = load_config(config, data=str(train), out=str(out), registry=False, device=device, **precision | overrides)
     started = time.monotonic()
     result = fit(cfg, progress=False)
     wall = time.monotonic() - started
@@ -171,6 +198,32 @@ def table(results: dict[str, list[dict[str, float]]], title: str) -> str:
     return "\n".join(lines)
 
 
+PLAIN = "plain loop (AdamW 2e-3 one-cycle, flips)"
+DEFAULTS = "skinserve train (defaults)"
+
+
+def run_row(row: tuple[str, str | None, dict[str, Any]], seed: int, data: tuple[Path, Path], out: Path, args) -> dict:
+    """One row on one seed: the plain loop (`config` "plain") or `skinserve train` with a config and overrides.
+    A module-level function, so a process pool can run it."""
+    name, config, overrides = row
+    train, test = data
+    if config == "plain":
+        return plain_loop(train, test, args.model, args.img_size, args.epochs, seed, args.workers, args.device)
+    return skinserve_run(train, test, out, config, overrides | {"seed": seed}, args.device)
+
+
+def _pooled(row, seed, data, out, args) -> dict:
+    import multiprocessing
+
+    import torch
+
+    # A spawned child would spawn its loader workers too, and the transforms are closures: fork them, as a
+    # training run started from a shell does (they touch no CUDA).
+    multiprocessing.set_start_method("fork", force=True)
+    torch.set_num_threads(args.threads)  # rows share the machine's cores
+    return run_row(row, seed, data, out, args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/recipe"))
@@ -181,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--img-size", type=int, default=128)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: where every row trains (fp32 on both).")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="Rows run at once (a GPU box); wall times are then not comparable."
+    )
+    parser.add_argument("--threads", type=int, default=2, help="Torch threads of each row when --jobs > 1.")
     parser.add_argument("--configs", nargs="*", default=None, help="Configs under train/configs/ (default: all).")
     parser.add_argument("--config-epochs", type=int, default=None, help="Cap the configs' own epochs (time).")
     parser.add_argument("--ablation", action="store_true", help="Also the defaults with one choice changed each.")
@@ -197,44 +255,64 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     configs = args.configs if args.configs is not None else sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     base = {"model": args.model, "img_size": args.img_size, "epochs": args.epochs, "workers": args.workers}
-    runs: dict[str, Callable[[Path, Path, Path, int], dict]] = {
-        "plain loop (AdamW 2e-3 one-cycle, flips)": lambda tr, te, out, seed: plain_loop(
-            tr, te, args.model, args.img_size, args.epochs, seed, args.workers
-        ),
-        "skinserve train (defaults)": lambda tr, te, out, seed: skinserve_run(tr, te, out, None, base | {"seed": seed}),
-    }
+    rows: list[tuple[str, str | None, dict[str, Any]]] = [(PLAIN, "plain", {}), (DEFAULTS, None, base)]
     if args.ablation_only:
-        runs.clear()
+        rows.clear()
         configs = args.configs or []
     for name in configs:
         capped = {"epochs": args.config_epochs} if args.config_epochs else {}
-        runs[f"skinserve train --config {name}"] = lambda tr, te, out, seed, name=name, capped=capped: skinserve_run(
-            tr, te, out, name, capped | {"seed": seed, "workers": args.workers}
-        )
-    ablation: dict[str, Callable] = {}
+        rows.append((f"skinserve train --config {name}", name, capped | {"workers": args.workers}))
+    ablation: list[tuple[str, str | None, dict[str, Any]]] = []
     if args.ablation:
         for name, change in ABLATIONS.items():
             if args.only is None or name in args.only:
-                ablation[f"defaults, {name}"] = lambda tr, te, out, seed, change=change: skinserve_run(
-                    tr, te, out, None, base | {"seed": seed} | change
-                )
-    results: dict[str, list[dict[str, float]]] = {}
-    ablated: dict[str, list[dict[str, float]]] = {}
-    saved = args.out / "recipe.json"
+                ablation.append((f"defaults, {name}", None, base | change))
+    data = {}
     for seed in args.seeds:
         train = draw(args.out / f"data/train-{seed}", seed, args.per_class, args.size, flips=True)
         test = draw(args.out / f"data/test-{seed}", 10_000 + seed, args.per_class, args.size, flips=False)
-        for name, row in baselines(train, test).items():
+        data[seed] = (train, test)
+    results: dict[str, list[dict[str, float]]] = {}
+    for seed in args.seeds:
+        for name, row in baselines(*data[seed]).items():
             results.setdefault(name, []).append(row)
-        for group, target in ((runs, results), (ablation, ablated)):
-            for name, run in group.items():
-                slug = "".join(c if c.isalnum() else "-" for c in name)[:60]
-                row = run(train, test, args.out / f"runs/{slug}-s{seed}", seed)
-                target.setdefault(name, []).append(row | {"seed": seed})
-                print(f"seed {seed} {name}: {json.dumps(row)}", flush=True)
-                saved.write_text(json.dumps({"results": results, "ablation": ablated, "args": vars(args)}, default=str))
+    for name, *_ in rows:
+        results.setdefault(name, [])
+    ablated: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in ablation}
+    saved = args.out / "recipe.json"
+    tasks = [
+        (row, seed, target)
+        for seed in args.seeds
+        for group, target in ((rows, results), (ablation, ablated))
+        for row in group
+    ]
+
+    def done(row, seed: int, target: dict, scored: dict) -> None:
+        target[row[0]].append(scored | {"seed": seed})
+        print(f"seed {seed} {row[0]}: {json.dumps(scored)}", flush=True)
+        saved.write_text(json.dumps({"results": results, "ablation": ablated, "args": vars(args)}, default=str))
+
+    def out_of(row, seed: int) -> Path:
+        return args.out / f"runs/{''.join(c if c.isalnum() else '-' for c in row[0])[:60]}-s{seed}"
+
+    if args.jobs > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
+        with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+            futures = {
+                pool.submit(_pooled, row, seed, data[seed], out_of(row, seed), args): (row, seed, target)
+                for row, seed, target in tasks
+            }
+            for future in futures:
+                done(*futures[future], future.result())
+    else:
+        for row, seed, target in tasks:
+            done(row, seed, target, run_row(row, seed, data[seed], out_of(row, seed), args))
     print()
     title = f"Unseen-seed test sets, {args.model} {args.img_size} px, {args.epochs} epochs, seeds {args.seeds}"
+    title += f", {args.device}" + (f", {args.jobs} rows at once" if args.jobs > 1 else "")
     print(table(results, title))
     if ablated:
         print()

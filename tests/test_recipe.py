@@ -207,9 +207,7 @@ def test_severity_on_absent_conditions_is_a_choice():
     assert torch.isclose(_Losses(None, config)((outputs[0], moved), batch), base)
     default = TrainConfig(data="x")
     assert default.severity_on_absent
-    assert not torch.isclose(
-        _Losses(None, default)((outputs[0], moved), batch), _Losses(None, default)(outputs, batch)
-    )
+    assert not torch.isclose(_Losses(None, default)((outputs[0], moved), batch), _Losses(None, default)(outputs, batch))
 
 
 def test_config_lists_from_yaml_become_tuples_and_bad_values_are_named():
@@ -261,3 +259,77 @@ def test_evaluate_json_prints_baselines_intervals_and_applies_the_stored_tempera
     assert metrics["intervals"]["macro_f1"][0] <= metrics["macro_f1"] <= metrics["intervals"]["macro_f1"][1]
     assert metrics["temperatures"] == pytest.approx({c: best.temperatures.get(c, 1.0) for c in CONDITIONS})
     assert metrics["macro_f1"] == pytest.approx(json.loads((result.out / "metrics.json").read_text())["macro_f1"])
+
+
+# --- decisions on the model's outputs and the training step's precision -----------------------------------------
+
+
+def test_severity_is_the_median_of_the_present_levels_not_their_argmax():
+    from skinserve.predictions import severity_levels
+
+    probabilities = np.asarray(
+        [
+            [0.20, 0.32, 0.20, 0.28],  # argmax says mild; 60% of the present mass is moderate or worse
+            [0.90, 0.01, 0.02, 0.07],  # "none" takes most: the present levels still decide among themselves
+            [0.00, 1.00, 0.00, 0.00],
+            [0.00, 0.00, 0.00, 1.00],
+            [0.00, 0.10, 0.80, 0.10],
+        ]
+    )
+    assert severity_levels(probabilities).tolist() == [2, 3, 1, 3, 2]
+    assert severity_levels(probabilities[None]).shape == (1, 5)  # any leading shape, as decode passes [N, 7, 4]
+
+
+def test_a_tie_for_the_best_f1_takes_the_middle_threshold_not_the_lowest():
+    from skinserve.modeling.metrics import tune_thresholds
+
+    rows = 40
+    truth = np.zeros((rows, len(CONDITIONS)), np.float32)
+    truth[:10] = 1.0
+    probabilities = np.where(truth > 0.5, 0.97, 0.02)  # separated: every threshold from 0.05 to 0.95 ties
+    targets = TargetArrays(truth, np.ones_like(truth, bool), np.full(truth.shape, IGNORE), np.full(rows, IGNORE))
+    assert set(tune_thresholds(probabilities, targets).values()) == {0.5}
+    probabilities[:10, 0] = 0.3  # now only 0.05..0.30 separate acne: the middle of that tie
+    assert tune_thresholds(probabilities, targets)["acne"] == pytest.approx(0.15)
+
+
+def test_training_steps_autocast_to_bf16_only_on_a_cpu_that_runs_it_natively():
+    from train.loop import autocast_dtype
+
+    cpu = torch.device("cpu")
+    native = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert autocast_dtype(cpu, TrainConfig()) == (torch.bfloat16 if native else None)
+    assert autocast_dtype(cpu, TrainConfig(amp=False)) is None
+    assert autocast_dtype(torch.device("cuda"), TrainConfig()) == torch.float16
+
+
+def test_every_row_of_the_recipe_benchmark_is_a_valid_config():
+    """benchmarks/recipe.py's ablation names config fields: a renamed field fails here, not an hour into a run."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import recipe
+    finally:
+        sys.path.pop(0)
+    for name, change in recipe.ABLATIONS.items():
+        config = load_config(None, data="d", **change)
+        for field, value in change.items():
+            assert getattr(config, field) == value, name
+
+
+def test_the_default_warm_up_takes_the_first_30_percent_of_the_steps_and_epochs_still_count():
+    from train.loop import _scheduler
+
+    def rates(config: TrainConfig) -> list[float]:
+        optimizer = torch.optim.AdamW(torch.nn.Linear(2, 2).parameters(), lr=1.0)
+        scheduler = _scheduler(optimizer, config, steps_per_epoch=10, epochs=config.epochs)
+        seen = []
+        for _ in range(100):
+            seen.append(optimizer.param_groups[0]["lr"])
+            optimizer.step()
+            scheduler.step()
+        return seen
+
+    default = rates(TrainConfig(epochs=10))
+    assert int(np.argmax(default)) == 30 and default[0] < 0.05 and default[-1] < 0.01
+    assert int(np.argmax(rates(TrainConfig(epochs=10, warmup_epochs=1.0)))) == 10
+    assert int(np.argmax(rates(TrainConfig(epochs=10, warmup_epochs=8.0)))) == 50  # capped at half the run

@@ -216,7 +216,7 @@ class _Run:
             Path(config.weights) if config.weights else None,
         )
         model.to(self.device)
-        if self.device.type == "cuda" and config.channels_last:
+        if config.channels_last:
             model.to(memory_format=torch.channels_last)
         return model
 
@@ -383,6 +383,9 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
 
+WARMUP_SHARE = 0.3  # of the run's steps, when the config names no warm-up in epochs (OneCycleLR's default share)
+
+
 def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int, epochs: int):
     """Linear warm-up, then cosine to 0 over `epochs`; advanced every step (schedule_per_batch) or every epoch. A
     per-epoch cosine over few epochs holds the rate high for whole epochs, then drops it in steps."""
@@ -390,7 +393,8 @@ def _scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_
         return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=0.5, patience=2)
     unit = steps_per_epoch if config.schedule_per_batch else 1
     total = max(1, epochs * unit)
-    warmup = min(config.warmup_epochs * unit, total / 2)  # a short run still anneals for half of it
+    warmup = WARMUP_SHARE * total if config.warmup_epochs is None else config.warmup_epochs * unit
+    warmup = min(warmup, total / 2)  # a short run still anneals for half of it
 
     def factor(step: int) -> float:  # step counts completed steps
         if step < warmup:
@@ -463,16 +467,29 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device, channels_la
     return moved
 
 
+def autocast_dtype(device: torch.device, config: TrainConfig) -> torch.dtype | None:
+    """The dtype training steps autocast to on `device`, or None for fp32: fp16 on CUDA (with the loss scaler);
+    bf16 on a CPU whose oneDNN runs it natively (emulated bf16 is slower than fp32). Evaluation always runs in fp32,
+    as the exported model does, so thresholds and temperatures are fitted on the logits a server computes."""
+    if not config.amp:
+        return None
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None
+
+
 def _train_epoch(model, loader, losses, optimizer, scaler, config, device, epoch, progress, scheduler=None) -> float:
     """One pass over `loader`; `scheduler`, when given, advances after every step."""
     model.train()
-    cuda = device.type == "cuda"
+    dtype = autocast_dtype(device, config)
     total, count = 0.0, 0
     bar = tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", unit="batch", disable=not progress, leave=False)
     for batch in bar:
-        batch = _to_device(batch, device, cuda and config.channels_last)
+        batch = _to_device(batch, device, config.channels_last)
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=cuda and config.amp):
+        with torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             loss = losses(model(batch["image"]), batch)
         scaler.scale(loss).backward()
         if config.grad_clip > 0:

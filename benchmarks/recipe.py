@@ -38,9 +38,11 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "no warm-up": {"warmup_epochs": 0},
     "warm-up 1 epoch": {"warmup_epochs": 1.0},
     "weight decay 0.01": {"weight_decay": 0.01},
+    "weight decay 0.1": {"weight_decay": 0.1},
     "batch size 8": {"batch_size": 8},
     "batch size 32 (old)": {"batch_size": 32},
     "batch size 32, weight decay 0.01": {"batch_size": 32, "weight_decay": 0.01},
+    "whole image, no centre crop (crop_pct 1.0)": {"crop_pct": 1.0},
     "augment off (no flips)": {"augment": 0.0},
     "augment 0.5 flip, crop, light": {"augment_kinds": ("flip", "crop", "light")},
     "augment 1.0 flip, crop, rotate, light (old)": {
@@ -117,10 +119,29 @@ class Flipped:
         return array.flip(-1) if torch.rand(()) < 0.5 else array
 
 
+def plain_records(train: Path, seed: int, train_split_only: bool = False) -> list:
+    """The plain loop's training images: all of them, or the train side of `skinserve train`'s default split."""
+    from skinserve.data.sources import read_dataset
+    from skinserve.data.split import split_dataset
+
+    records = read_dataset(train).records
+    return split_dataset(records, seed=seed).records(records, "train") if train_split_only else records
+
+
 def plain_loop(
-    train: Path, test: Path, model: str, img_size: int, epochs: int, seed: int, workers: int, device: str = "cpu"
+    train: Path,
+    test: Path,
+    model: str,
+    img_size: int,
+    epochs: int,
+    seed: int,
+    workers: int,
+    device: str = "cpu",
+    train_split_only: bool = False,
 ) -> dict:
-    """The simplest correct loop: what `skinserve train` has to beat."""
+    """The simplest correct loop: what `skinserve train` has to beat. With `train_split_only` it trains on the
+    images `skinserve train`'s default split keeps for training (80%; the rest fit thresholds and temperatures and
+    test), so the two recipes are compared on the same images."""
     import torch
     from torch import nn
     from torch.utils.data import DataLoader
@@ -136,7 +157,7 @@ def plain_loop(
     torch.manual_seed(seed)
     net = create_skin_model(model, img_size, False, 0.0).to(device)
     pre = preprocessing_for(net.backbone, img_size)
-    records = read_dataset(train).records
+    records = plain_records(train, seed, train_split_only)
     loader = DataLoader(
         SkinImageDataset(records, Flipped(eval_transform(pre)), pre), batch_size=32, shuffle=True, num_workers=workers
     )
@@ -199,16 +220,21 @@ def table(results: dict[str, list[dict[str, float]]], title: str) -> str:
 
 
 PLAIN = "plain loop (AdamW 2e-3 one-cycle, flips)"
+PLAIN_SPLIT = "plain loop on the defaults' train split (80%)"
 DEFAULTS = "skinserve train (defaults)"
 
 
 def run_row(row: tuple[str, str | None, dict[str, Any]], seed: int, data: tuple[Path, Path], out: Path, args) -> dict:
-    """One row on one seed: the plain loop (`config` "plain") or `skinserve train` with a config and overrides.
+    """One row on one seed: the plain loop (`config` "plain", or "plain-split" on the default train split) or
+    `skinserve train` with a config and overrides.
     A module-level function, so a process pool can run it."""
     name, config, overrides = row
     train, test = data
-    if config == "plain":
-        return plain_loop(train, test, args.model, args.img_size, args.epochs, seed, args.workers, args.device)
+    if config in ("plain", "plain-split"):
+        split_only = config == "plain-split"
+        return plain_loop(
+            train, test, args.model, args.img_size, args.epochs, seed, args.workers, args.device, split_only
+        )
     return skinserve_run(train, test, out, config, overrides | {"seed": seed}, args.device)
 
 
@@ -264,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
         rows.append((f"skinserve train --config {name}", name, capped | {"workers": args.workers}))
     ablation: list[tuple[str, str | None, dict[str, Any]]] = []
     if args.ablation:
+        if args.only is None or PLAIN_SPLIT in args.only:
+            ablation.append((PLAIN_SPLIT, "plain-split", {}))
         for name, change in ABLATIONS.items():
             if args.only is None or name in args.only:
                 ablation.append((f"defaults, {name}", None, base | change))

@@ -316,6 +316,24 @@ def test_every_row_of_the_recipe_benchmark_is_a_valid_config():
             assert getattr(config, field) == value, name
 
 
+def test_the_plain_loop_on_the_train_split_sees_exactly_the_images_skinserve_train_trains_on(synth_set, tmp_path):
+    """The benchmark's data-share row: the plain loop on the same images as the defaults, not on a look-alike."""
+    from train.loop import _dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    try:
+        import recipe
+    finally:
+        sys.path.pop(0)
+    for seed in (0, 3):
+        config = load_config(None, data=str(synth_set), seed=seed)
+        records, split = _dataset(config, tmp_path, None)
+        trained = {r.relpath for r in split.records(records, "train")}
+        plain = {r.relpath for r in recipe.plain_records(synth_set, seed, train_split_only=True)}
+        assert plain == trained
+        assert 0 < len(trained) < len(records) == len(recipe.plain_records(synth_set, seed))
+
+
 def test_the_default_warm_up_takes_the_first_30_percent_of_the_steps_and_epochs_still_count():
     from train.loop import _scheduler
 

@@ -131,7 +131,7 @@ class _Run:
         )
         steps = self._steps_per_epoch(len(train_data))
         scheduler = _scheduler(optimizer, config, steps, config.epochs)
-        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and config.amp)
+        scaler = _scaler(self.device, config)
         state = RunState()
         if resume and (out / "last.pt").is_file():
             state = _restore(out / "last.pt", model, optimizer, scheduler, scaler)
@@ -289,7 +289,7 @@ class _Run:
         optimizer = _optimizer(model, config)
         data = SkinImageDataset(records, train_transform(self.pre, config.augment, config.augment_kinds), self.pre)
         scheduler = _scheduler(optimizer, config, self._steps_per_epoch(len(data)), epochs)
-        scaler = torch.amp.GradScaler("cuda", enabled=self.device.type == "cuda" and config.amp)
+        scaler = _scaler(self.device, config)
         losses = self._losses(records)
         trainer = wrapped(model, self.ranks, self.device)
         for epoch in range(1, epochs + 1):
@@ -478,6 +478,11 @@ def autocast_dtype(device: torch.device, config: TrainConfig) -> torch.dtype | N
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
     return None
+
+
+def _scaler(device: torch.device, config: TrainConfig) -> torch.amp.GradScaler:
+    """The loss scaler fp16 needs (its narrow exponent underflows small gradients); a no-op for bf16 and fp32."""
+    return torch.amp.GradScaler("cuda", enabled=autocast_dtype(device, config) == torch.float16)
 
 
 def _train_epoch(model, loader, losses, optimizer, scaler, config, device, epoch, progress, scheduler=None) -> float:

@@ -225,15 +225,13 @@ DEFAULTS = "skinserve train (defaults)"
 
 
 def run_row(row: tuple[str, str | None, dict[str, Any]], seed: int, data: tuple[Path, Path], out: Path, args) -> dict:
-    """One row on one seed: the plain loop (`config` "plain", or "plain-split" on the default train split) or
-    `skinserve train` with a config and overrides.
-    A module-level function, so a process pool can run it."""
+    """One row on one seed: the plain loop (`config` "plain", `overrides` its keyword options) or `skinserve train`
+    with a config and overrides. A module-level function, so a process pool can run it."""
     name, config, overrides = row
     train, test = data
-    if config in ("plain", "plain-split"):
-        split_only = config == "plain-split"
+    if config == "plain":
         return plain_loop(
-            train, test, args.model, args.img_size, args.epochs, seed, args.workers, args.device, split_only
+            train, test, args.model, args.img_size, args.epochs, seed, args.workers, args.device, **overrides
         )
     return skinserve_run(train, test, out, config, overrides | {"seed": seed}, args.device)
 
@@ -291,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     ablation: list[tuple[str, str | None, dict[str, Any]]] = []
     if args.ablation:
         if args.only is None or PLAIN_SPLIT in args.only:
-            ablation.append((PLAIN_SPLIT, "plain-split", {}))
+            ablation.append((PLAIN_SPLIT, "plain", {"train_split_only": True}))
         for name, change in ABLATIONS.items():
             if args.only is None or name in args.only:
                 ablation.append((f"defaults, {name}", None, base | change))

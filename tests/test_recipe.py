@@ -303,13 +303,19 @@ def test_training_steps_autocast_to_bf16_only_on_a_cpu_that_runs_it_natively():
     assert autocast_dtype(torch.device("cuda"), TrainConfig()) == torch.float16
 
 
-def test_every_row_of_the_recipe_benchmark_is_a_valid_config():
-    """benchmarks/recipe.py's ablation names config fields: a renamed field fails here, not an hour into a run."""
+def _recipe_benchmark():
+    """benchmarks/recipe.py as a module (the benchmarks folder is scripts, not a package on the path)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     try:
         import recipe
     finally:
         sys.path.pop(0)
+    return recipe
+
+
+def test_every_row_of_the_recipe_benchmark_is_a_valid_config():
+    """benchmarks/recipe.py's ablation names config fields: a renamed field fails here, not an hour into a run."""
+    recipe = _recipe_benchmark()
     for name, change in recipe.ABLATIONS.items():
         config = load_config(None, data="d", **change)
         for field, value in change.items():
@@ -320,11 +326,7 @@ def test_the_plain_loop_on_the_train_split_sees_exactly_the_images_skinserve_tra
     """The benchmark's data-share row: the plain loop on the same images as the defaults, not on a look-alike."""
     from train.loop import _dataset
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    try:
-        import recipe
-    finally:
-        sys.path.pop(0)
+    recipe = _recipe_benchmark()
     for seed in (0, 3):
         config = load_config(None, data=str(synth_set), seed=seed)
         records, split = _dataset(config, tmp_path, None)

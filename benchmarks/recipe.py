@@ -45,6 +45,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "whole image, no centre crop (crop_pct 1.0)": {"crop_pct": 1.0},
     "augment off (no flips)": {"augment": 0.0},
     "augment 0.5 flip, crop, light": {"augment_kinds": ("flip", "crop", "light")},
+    "augment 0.5 flip, rotate (up to 5 degrees)": {"augment_kinds": ("flip", "rotate")},
     "augment 1.0 flip, crop, rotate, light (old)": {
         "augment": 1.0,
         "augment_kinds": ("flip", "crop", "rotate", "light"),
